@@ -1,0 +1,1 @@
+"""VTN in torch: per-frame CNN encoders, the self-attention decoder and their composition."""
