@@ -68,13 +68,19 @@ class MultiHeadAttention(nn.Module):
         self.layer_norm = LayerNormalization(dim) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        q = torch.einsum("btd,hdk->bhtk", x, self.w_qs)
-        k = torch.einsum("btd,hdk->bhtk", x, self.w_ks)
-        v = torch.einsum("btd,hdk->bhtk", x, self.w_vs)
+        b, t, d = x.shape
+        q, k, v = (self._project(x, w) for w in (self.w_qs, self.w_ks, self.w_vs))
         attn = self.dropout(torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1))
         heads = (attn @ v).permute(0, 2, 1, 3).reshape(b, t, -1)  # head-major concat
         return self.layer_norm(heads + x)
+
+    @staticmethod
+    def _project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] x [H, d, d_k] -> [B, H, T, d_k] as one matmul with a constant [d, H*d_k]
+        weight, which exporters keep as a plain MatMul that INT8 quantisation can reach."""
+        heads, d, d_k = w.shape
+        out = x @ w.permute(1, 0, 2).reshape(d, heads * d_k)
+        return out.view(x.shape[0], x.shape[1], heads, d_k).transpose(1, 2)
 
 
 class PositionwiseFeedForward(nn.Module):

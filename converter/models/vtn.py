@@ -108,8 +108,8 @@ class VTN(nn.Module):
         return self.fc(self.decoder(self.embed(clip))).mean(dim=1)
 
     def split(self) -> tuple[FrameEncoder, ClipDecoder]:
-        """The two deployable halves; they share this model's parameters."""
-        return self.encoder, ClipDecoder(self.decoder, self.fc)
+        """The two deployable halves; they share this model's parameters and its train/eval mode."""
+        return self.encoder, ClipDecoder(self.decoder, self.fc).train(self.training)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(EMBED_DIM, num_classes)

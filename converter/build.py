@@ -1,0 +1,295 @@
+"""`converter build`: a checkpoint in, a complete model directory out, or nothing at all.
+
+Steps: load -> export ONNX -> convert to OpenVINO (preprocessing folded in) -> quantise or
+compress -> verify against torch on held-out clips -> write atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+from tqdm import tqdm
+
+import converter
+from converter.calibration import clips_from_path, synthetic_clips
+from converter.checkpoints import load_any, sha256_file
+from converter.config import VTNConfig
+from converter.export import INTERFACES, export_onnx, save_ir, to_openvino
+from converter.models.vtn import VTN, build_vtn
+from converter.quantize import quantize
+from vtn_edge.errors import VtnEdgeError
+from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
+from vtn_edge.preprocess import normalize
+from vtn_edge.report import format_table
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp16", "fp32")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's shipped default models (see ir_models/README.md), used when no --checkpoint is given.
+DEFAULT_CHECKPOINTS = {"mobilenetv2": REPO_ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"}
+# Verification tolerances per precision: minimum embedding cosine, minimum top-1 agreement.
+TOLERANCES = {"fp32": (0.9999, 1.0), "fp16": (0.999, 0.97), "int8": (0.95, 0.90)}
+CALIBRATION_CLIPS = 60
+VERIFY_CLIPS = 30
+
+
+class BuildError(VtnEdgeError):
+    """A build that cannot start, or whose IR disagrees with torch."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    arch: str
+    modality: str = "rgb"
+    checkpoint: Path | None = None
+    checkpoint_format: str = "ours"
+    labels: Path | None = None
+    precision: str = "int8"
+    calibration: Path | None = None
+    validation: Path | None = None
+    interface: str = "native"
+    out: Path | None = None
+    force: bool = False
+    seed: int = 0
+
+    def output_dir(self) -> Path:
+        if self.out is not None:
+            return self.out
+        suffix = "-omz" if self.interface == "omz" else ""
+        return Path("ir_models") / f"{self.arch}-{self.modality}-{self.precision}{suffix}"
+
+
+@dataclass(frozen=True)
+class Verification:
+    precision: str
+    clips: int
+    embedding_cosine_min: float
+    embedding_cosine_mean: float
+    logit_max_abs_diff: float
+    top1_agreement: float
+    encoder_ms: float
+    decoder_ms: float
+
+    def row(self) -> tuple:
+        return (self.precision, self.clips, f"{self.embedding_cosine_min:.5f}", f"{self.embedding_cosine_mean:.5f}",
+                f"{self.logit_max_abs_diff:.4g}", f"{100 * self.top1_agreement:.1f}%",
+                f"{self.encoder_ms:.2f}", f"{self.decoder_ms:.2f}")
+
+    HEADERS = ("precision", "clips", "cos min", "cos mean", "logit max|diff|", "top-1 agree",
+               "encoder ms", "decoder ms")
+
+
+def _step(n: int, text: str) -> None:
+    print(f"[{n}/6] {text}", flush=True)
+
+
+def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
+    """(model, trained?, checkpoint sha256)."""
+    labels = read_labels(opts.labels) if opts.labels else None
+    base = VTNConfig(arch=opts.arch, modality=opts.modality)
+    checkpoint, fmt = opts.checkpoint, opts.checkpoint_format
+    if checkpoint is None and opts.arch in DEFAULT_CHECKPOINTS and DEFAULT_CHECKPOINTS[opts.arch].is_file():
+        checkpoint, fmt = DEFAULT_CHECKPOINTS[opts.arch], "ours"
+        print(f"      using the shipped default model {checkpoint}")
+    if checkpoint is None:
+        print("      WARNING: no --checkpoint and no shipped default for this arch: building an UNTRAINED "
+              "model with random weights. Its labels mean nothing; model.json records trained=false.")
+        config = base.with_classes(labels) if labels else base
+        torch.manual_seed(opts.seed)
+        return build_vtn(config).eval(), False, None
+    model = load_any(checkpoint, fmt=fmt, config=base, labels=labels)
+    if model.config.modality == "two_stream":
+        raise BuildError("two-stream models have two encoders; build each stream (rgb, rgbdiff) separately")
+    if model.config.modality != opts.modality and opts.checkpoint_format == "ours":
+        print(f"      note: the checkpoint is {model.config.modality}; --modality {opts.modality} is ignored")
+    if labels is not None and len(labels) != model.config.num_classes:
+        raise BuildError(f"{opts.labels} has {len(labels)} labels but the model has {model.config.num_classes} classes")
+    return model, True, sha256_file(checkpoint)
+
+
+def torch_reference(model: VTN, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame embeddings [N, T', 512] and logits [N, classes] of torch on uint8 BGR clips."""
+    pre = model.config.preprocessing
+    with torch.no_grad():
+        x = torch.from_numpy(normalize(np.stack(clips), pre))
+        embeddings = torch.cat([model.embed(x[i:i + 8]) for i in range(0, len(x), 8)])
+        logits = model.split()[1](embeddings)
+    return embeddings.numpy(), logits.numpy()
+
+
+def encoder_inputs(clip: np.ndarray, manifest: Manifest) -> list[tuple[np.ndarray, ...]]:
+    """The encoder's inputs for each sampled frame of a clip, as the runtime feeds them."""
+    frames = clip[:, None]  # [T, 1, S, S, 3] uint8 BGR, NHWC
+    if manifest.interface == "omz":
+        frames = np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3), dtype=np.float32)
+    if manifest.modality == "rgb":
+        return [(f,) for f in frames]
+    return [(frames[t], frames[t - 1]) for t in range(1, len(frames))]
+
+
+def ir_embeddings(compiled: ov.CompiledModel, clip: np.ndarray, manifest: Manifest) -> np.ndarray:
+    request = compiled.create_infer_request()
+    out = [request.infer(list(inputs))[0].reshape(-1).copy() for inputs in encoder_inputs(clip, manifest)]
+    return np.stack(out)
+
+
+def _median_ms(fn, runs: int = 40) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def verify(encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndarray], manifest: Manifest) -> Verification:
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # measure the IR's own error, not bf16 execution
+    enc = core.compile_model(encoder, "CPU", f32)
+    dec = core.compile_model(decoder, "CPU", f32)
+    ref_emb, ref_logits = torch_reference(model, clips)
+    cosines, diffs, agree = [], [], []
+    dec_request = dec.create_infer_request()
+    for i, clip in enumerate(tqdm(clips, desc="verify", unit="clip", leave=False)):
+        emb = ir_embeddings(enc, clip, manifest)
+        ref = ref_emb[i]
+        cosines += list((emb * ref).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12))
+        logits_on_ref = dec_request.infer([ref[None]])[0][0]
+        diffs.append(float(np.abs(logits_on_ref - ref_logits[i]).max()))
+        logits = dec_request.infer([emb[None]])[0][0]
+        agree.append(int(np.argmax(logits) == np.argmax(ref_logits[i])))
+    # speed as deployed (the CPU plugin's default precision), one request, batch 1
+    enc_fast = core.compile_model(encoder, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    dec_fast = core.compile_model(decoder, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    enc_in = list(encoder_inputs(clips[0], manifest)[0])
+    dec_in = [ref_emb[0][None]]
+    return Verification(
+        precision=manifest.precision, clips=len(clips), embedding_cosine_min=float(np.min(cosines)),
+        embedding_cosine_mean=float(np.mean(cosines)), logit_max_abs_diff=float(np.max(diffs)),
+        top1_agreement=float(np.mean(agree)), encoder_ms=_median_ms(lambda: enc_fast.infer(enc_in)),
+        decoder_ms=_median_ms(lambda: dec_fast.infer(dec_in)),
+    )
+
+
+def check_tolerance(result: Verification, trained: bool) -> list[str]:
+    min_cos, min_agree = TOLERANCES[result.precision]
+    problems = []
+    if result.embedding_cosine_min < min_cos:
+        problems.append(f"embedding cosine {result.embedding_cosine_min:.5f} < {min_cos}")
+    # an untrained model's logits are near ties, so only a trained model's top-1 is meaningful
+    if trained and result.top1_agreement < min_agree:
+        problems.append(f"top-1 agreement {100 * result.top1_agreement:.1f}% < {100 * min_agree:.0f}%")
+    return problems
+
+
+def build(opts: BuildOptions) -> Path:
+    """Run a build; returns the finished model directory."""
+    if opts.precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {opts.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if opts.interface not in INTERFACES:
+        raise BuildError(f"unknown interface {opts.interface!r}; choose one of: {', '.join(INTERFACES)}")
+    out = opts.output_dir()
+    if out.exists() and not opts.force:
+        raise BuildError(f"{out} already exists; pass --force to replace it or --out to choose another directory")
+    started = time.perf_counter()
+
+    _step(1, f"loading the {opts.arch} {opts.modality} model")
+    model, trained, sha = load_model(opts)
+    config = model.config
+    pre = config.preprocessing
+    manifest = Manifest(
+        arch=config.arch, modality=config.modality, interface=opts.interface, precision=opts.precision,
+        labels=config.labels, window=config.window, stride=config.stride, preprocessing=pre, trained=trained,
+        checkpoint_sha256=sha, versions={"converter": converter.__version__, "openvino": ov.__version__,
+                                         "torch": torch.__version__},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    work.chmod(0o755)
+    try:
+        _step(2, "exporting encoder and decoder to ONNX")
+        enc_onnx, dec_onnx = export_onnx(model, work, interface=opts.interface)
+        model.eval()  # the exporter restores each module's own mode; keep dropout off for verification
+        _step(3, "converting to OpenVINO IR with preprocessing in the graph")
+        encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
+
+        window, stride = config.window, config.stride
+        if opts.precision == "int8":
+            _step(4, "collecting calibration clips")
+            if opts.calibration is not None:
+                calib = clips_from_path(opts.calibration, pre, window=window, stride=stride,
+                                        max_clips=CALIBRATION_CLIPS, min_clips=4)
+            else:
+                print("      no --calibration given: using the synthetic benchmark's clips")
+                calib = synthetic_clips(CALIBRATION_CLIPS, pre, window=window, stride=stride, seed=opts.seed + 1)
+            encoder, decoder = _quantize_pair(encoder, decoder, calib, manifest)
+        else:
+            _step(4, f"{opts.precision}: no calibration needed")
+
+        _step(5, "verifying the IR against torch on held-out clips")
+        if opts.validation is not None:
+            held_out = clips_from_path(opts.validation, pre, window=window, stride=stride,
+                                       max_clips=VERIFY_CLIPS, min_clips=1)
+        else:
+            held_out = synthetic_clips(VERIFY_CLIPS, pre, window=window, stride=stride, seed=opts.seed + 7919)
+        result = verify(encoder, decoder, model, held_out, manifest)
+        table = format_table(Verification.HEADERS, [result.row()])
+        print(table)
+        problems = check_tolerance(result, trained)
+        if problems:
+            raise BuildError("the IR disagrees with torch beyond tolerance (" + "; ".join(problems) +
+                             "); no model was written:\n" + table)
+
+        _step(6, f"writing {out}")
+        seconds = round(time.perf_counter() - started, 1)
+        manifest = replace(manifest, verification={**_as_dict(result), "build_seconds": seconds})
+        save_ir(encoder, work / ENCODER_XML, manifest, "encoder")
+        save_ir(decoder, work / DECODER_XML, manifest, "decoder")
+        (work / LABELS_NAME).write_text("\n".join(manifest.labels) + "\n")
+        (work / MANIFEST_NAME).write_text(manifest.to_json() + "\n")  # written last: marks completeness
+        _replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    print(f"done in {time.perf_counter() - started:.1f} s: {out}" + ("" if trained else "  (UNTRAINED)"))
+    return out
+
+
+def _as_dict(result: Verification) -> dict:
+    return {k: getattr(result, k) for k in result.__dataclass_fields__}
+
+
+def _quantize_pair(encoder: ov.Model, decoder: ov.Model, calib: list[np.ndarray],
+                   manifest: Manifest) -> tuple[ov.Model, ov.Model]:
+    frames = [inputs for clip in calib for inputs in encoder_inputs(clip, manifest)]
+    frames = frames[:: max(1, len(frames) // 300)][:300]
+    print(f"      quantising the encoder on {len(frames)} frames from {len(calib)} clips")
+    float_encoder = ov.Core().compile_model(encoder, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    windows = [ir_embeddings(float_encoder, clip, manifest)[None] for clip in
+               tqdm(calib, desc="embedding windows", unit="clip", leave=False)]
+    q_encoder = quantize(encoder, [list(f) for f in frames])
+    print(f"      quantising the decoder on {len(windows)} embedding windows (transformer model type)")
+    q_decoder = quantize(decoder, windows, transformer=True)
+    return q_encoder, q_decoder
+
+
+def _replace_dir(work: Path, out: Path) -> None:
+    """Rename the finished build into place; an old directory (with --force) is removed after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{int(time.time())}")
+        out.rename(old)
+    work.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Data for training and calibration: decoding, sampling, augmentation, the synthetic benchmark."""

@@ -1,0 +1,235 @@
+"""The temporal benchmark: procedurally rendered actions in which frame order decides the class.
+
+A VTN sees each frame as one pooled embedding, which keeps what is in the frame and how it
+looks but loses most of where it is. So the core classes come in pairs that pass through the
+same appearance states in opposite order (averaging a pair's frames gives the same picture),
+plus a still class. A separate position split (swipes) measures how much position a fine-tuned
+encoder keeps. Everything a single frame could cheat with is randomised. Same seed, same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CORE_CLASSES = (
+    "open", "close", "fill", "empty", "fade_in", "fade_out", "appear", "disappear",
+    "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw", "red_to_blue", "blue_to_red", "still",
+)
+POSITION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down")
+SPLITS = {"core": CORE_CLASSES, "position": POSITION_CLASSES}
+PARTNERS = {
+    a: b for x, y in zip(CORE_CLASSES[:14:2], CORE_CLASSES[1:14:2]) for a, b in ((x, y), (y, x))
+} | {"swipe_left": "swipe_right", "swipe_right": "swipe_left", "swipe_up": "swipe_down",
+     "swipe_down": "swipe_up"}
+
+SIZES = ((320, 240), (256, 256), (352, 288), (240, 180), (400, 300))
+FPS = (15, 24, 25, 30)
+SHAPES = ("circle", "square", "triangle", "diamond", "hexagon")
+RED, BLUE = np.array([40, 40, 220.0]), np.array([220, 60, 40.0])  # BGR
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything random about one clip, drawn from its own seed."""
+
+    label: str
+    width: int
+    height: int
+    fps: int
+    frames: int
+    start: float  # progress starts and ends at these fractions of the clip
+    end: float
+    shape: str
+    size: float  # object radius as a fraction of the short side
+    cx: float
+    cy: float
+    color: tuple[float, float, float]
+    background: tuple[tuple[float, float, float], tuple[float, float, float]]
+    texture: float
+    noise: float
+    shake: float
+    distractors: int
+    angle0: float
+
+
+def draw_spec(label: str, rng: np.random.Generator) -> ClipSpec:
+    width, height = SIZES[rng.integers(len(SIZES))]
+    bg0 = rng.uniform(0, 255, 3)
+    bg1 = np.clip(bg0 + rng.uniform(-80, 80, 3), 0, 255)
+    color = rng.uniform(0, 255, 3)
+    while np.abs(color - bg0).sum() < 150:  # keep the object visible against the background
+        color = rng.uniform(0, 255, 3)
+    return ClipSpec(
+        label=label, width=int(width), height=int(height), fps=int(FPS[rng.integers(len(FPS))]),
+        frames=int(rng.integers(36, 72)), start=float(rng.uniform(0.0, 0.15)),
+        end=float(rng.uniform(0.85, 1.0)), shape=SHAPES[rng.integers(len(SHAPES))],
+        size=float(rng.uniform(0.22, 0.38)), cx=float(rng.uniform(0.38, 0.62)),
+        cy=float(rng.uniform(0.38, 0.62)), color=tuple(color),
+        background=(tuple(bg0), tuple(bg1)), texture=float(rng.uniform(0, 30)),
+        noise=float(rng.uniform(0, 8)), shake=float(rng.uniform(0, 4)),
+        distractors=int(rng.integers(0, 4)), angle0=float(rng.uniform(0, 360)),
+    )
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    sides = {"square": 4, "triangle": 3, "diamond": 4, "hexagon": 6, "circle": 32}[shape]
+    offset = 45.0 if shape == "square" else 0.0
+    theta = np.deg2rad(angle + offset + np.arange(sides) * 360.0 / sides)
+    stretch = 1.5 if shape == "diamond" else 1.0
+    pts = np.stack([cx + r * np.cos(theta), cy + stretch * r * np.sin(theta)], axis=1)
+    return np.round(pts).astype(np.int32)
+
+
+def _arrow(cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """An asymmetric shape whose orientation is visible (for rotation)."""
+    local = np.array([[1.0, 0], [0.2, 0.55], [0.2, 0.2], [-1, 0.2], [-1, -0.2], [0.2, -0.2], [0.2, -0.55]])
+    t = np.deg2rad(angle)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return np.round(local @ rot.T * r + [cx, cy]).astype(np.int32)
+
+
+def _background(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
+    h, w = spec.height, spec.width
+    ramp = np.linspace(0, 1, w, dtype=np.float32)[None, :, None]
+    img = np.asarray(spec.background[0], np.float32) * (1 - ramp) + np.asarray(spec.background[1], np.float32) * ramp
+    img = np.broadcast_to(img, (h, w, 3)).copy()
+    if spec.texture > 0:
+        coarse = rng.normal(0, spec.texture, (h // 16 + 1, w // 16 + 1, 3)).astype(np.float32)
+        img += cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    return img
+
+
+def _progress(spec: ClipSpec, t: int) -> float:
+    p = (t / max(spec.frames - 1, 1) - spec.start) / (spec.end - spec.start)
+    p = min(max(p, 0.0), 1.0)
+    return p * p * (3 - 2 * p)  # smoothstep: actions ease in and out
+
+
+def render_clip(spec: ClipSpec, seed: int) -> Iterator[np.ndarray]:
+    """Frames (BGR uint8) of one clip."""
+    rng = np.random.default_rng(seed)
+    background = _background(spec, rng)
+    short = min(spec.width, spec.height)
+    cx, cy, r = spec.cx * spec.width, spec.cy * spec.height, spec.size * short
+    distractors = [
+        (rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(0.04, 0.08) * short,
+         tuple(float(c) for c in rng.uniform(0, 255, 3)), rng.uniform(-1.5, 1.5, 2),
+         SHAPES[rng.integers(len(SHAPES))])
+        for _ in range(spec.distractors)
+    ]
+    label = spec.label
+    for t in range(spec.frames):
+        p = _progress(spec, t)
+        frame = background.copy()
+        for x, y, dr, dcolor, vel, dshape in distractors:
+            cv2.fillPoly(frame, [_polygon(dshape, x + vel[0] * t, y + vel[1] * t, dr, 0)], dcolor)
+        _draw_action(frame, label, p, spec, cx, cy, r)
+        if spec.noise > 0:
+            frame += rng.normal(0, spec.noise, frame.shape).astype(np.float32)
+        if spec.shake > 0:
+            dx, dy = rng.normal(0, spec.shake, 2)
+            frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (spec.width, spec.height),
+                                   borderMode=cv2.BORDER_REFLECT)
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def _draw_action(frame: np.ndarray, label: str, p: float, spec: ClipSpec, cx: float, cy: float, r: float) -> None:
+    color = spec.color
+    poly = _polygon(spec.shape, cx, cy, r, spec.angle0)
+    if label in ("open", "close"):
+        # a box whose two doors slide apart (open) or together (close)
+        opened = p if label == "open" else 1 - p
+        x0, y0, x1, y1 = int(cx - r), int(cy - r), int(cx + r), int(cy + r)
+        inner = tuple(255 - c for c in color)
+        cv2.rectangle(frame, (x0, y0), (x1, y1), inner, -1)
+        door = int(round((1 - opened) * r))
+        cv2.rectangle(frame, (x0, y0), (x0 + door, y1), color, -1)
+        cv2.rectangle(frame, (x1 - door, y0), (x1, y1), color, -1)
+        cv2.rectangle(frame, (x0, y0), (x1, y1), (0, 0, 0), 2)
+    elif label in ("fill", "empty"):
+        level = p if label == "fill" else 1 - p
+        x0, y0, x1, y1 = int(cx - 0.7 * r), int(cy - r), int(cx + 0.7 * r), int(cy + r)
+        top = int(round(y1 - level * (y1 - y0)))
+        if top < y1:
+            cv2.rectangle(frame, (x0, top), (x1, y1), color, -1)
+        cv2.rectangle(frame, (x0, y0), (x1, y1), (20, 20, 20), 3)
+    elif label in ("fade_in", "fade_out", "appear", "disappear"):
+        if label.startswith("fade"):
+            alpha = p if label == "fade_in" else 1 - p
+        else:
+            alpha = float(p >= 0.5) if label == "appear" else float(p < 0.5)
+        if alpha > 0:
+            layer = frame.copy()
+            cv2.fillPoly(layer, [poly], color)
+            cv2.addWeighted(layer, alpha, frame, 1 - alpha, 0, dst=frame)
+    elif label in ("zoom_in", "zoom_out"):
+        scale = 0.2 + 0.8 * (p if label == "zoom_in" else 1 - p)
+        cv2.fillPoly(frame, [_polygon(spec.shape, cx, cy, r * scale, spec.angle0)], color)
+    elif label in ("rotate_cw", "rotate_ccw"):
+        sign = 1 if label == "rotate_cw" else -1  # image y points down: +angle turns clockwise
+        cv2.fillPoly(frame, [_arrow(cx, cy, r, spec.angle0 + sign * 240 * p)], color)
+    elif label in ("red_to_blue", "blue_to_red"):
+        a = p if label == "red_to_blue" else 1 - p
+        jitter = (np.asarray(color) - 127.5) * 0.15
+        mixed = tuple(float(v) for v in np.clip(RED * (1 - a) + BLUE * a + jitter, 0, 255))
+        cv2.fillPoly(frame, [poly], mixed)
+    elif label == "still":
+        cv2.fillPoly(frame, [poly], color)
+    elif label.startswith("swipe_"):
+        travel = 2 * p - 1  # -1 .. 1 across the frame
+        dx = {"swipe_left": -1, "swipe_right": 1}.get(label, 0) * travel
+        dy = {"swipe_up": -1, "swipe_down": 1}.get(label, 0) * travel
+        small = 0.6 * r
+        x = spec.width / 2 + dx * (spec.width / 2 - small)
+        y = spec.height / 2 + dy * (spec.height / 2 - small)
+        cv2.fillPoly(frame, [_polygon(spec.shape, x, y, small, spec.angle0)], color)
+    else:
+        raise ValueError(f"no renderer for class {label!r}")
+
+
+def clip_seed(seed: int, split: str, class_index: int, clip_index: int) -> int:
+    return int(np.random.SeedSequence([seed, len(split), class_index, clip_index]).generate_state(1)[0])
+
+
+def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MPEG-4 video to {path}")
+    try:
+        for frame in frames:
+            writer.write(frame)
+    finally:
+        writer.release()
+
+
+def synth_clips(split: str, clips_per_class: int, seed: int) -> Iterator[tuple[str, int, ClipSpec, int]]:
+    """(class, clip index, spec, render seed) for every clip of a split, in a fixed order."""
+    for ci, label in enumerate(SPLITS[split]):
+        for k in range(clips_per_class):
+            s = clip_seed(seed, split, ci, k)
+            yield label, k, draw_spec(label, np.random.default_rng(s)), s + 1
+
+
+def write_dataset(out: Path, *, clips_per_class: int, seed: int, splits: tuple[str, ...] = ("core", "position"),
+                  progress: bool = True) -> list[Path]:
+    """Write `out/<split>/<class>/<class>_NNNN.mp4` and `out/<split>/labels.txt`; returns split roots."""
+    from tqdm import tqdm
+
+    roots = []
+    for split in splits:
+        root = out / split
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "labels.txt").write_text("\n".join(SPLITS[split]) + "\n")
+        total = len(SPLITS[split]) * clips_per_class
+        for label, k, spec, render_seed in tqdm(synth_clips(split, clips_per_class, seed), total=total,
+                                                desc=f"synth {split}", disable=not progress, unit="clip"):
+            (root / label).mkdir(exist_ok=True)
+            write_video(root / label / f"{label}_{k:04d}.mp4", render_clip(spec, render_seed), spec.fps,
+                        (spec.width, spec.height))
+        roots.append(root)
+    return roots
