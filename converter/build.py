@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import converter
 from converter.calibration import clips_from_path, synthetic_clips
-from converter.checkpoints import load_any, sha256_file
+from converter.checkpoints import load_any, read_config, sha256_file
 from converter.config import VTNConfig
 from converter.export import INTERFACES, export_onnx, save_ir, to_openvino
 from converter.models.vtn import VTN, build_vtn
@@ -36,10 +36,10 @@ PRECISIONS = ("int8", "fp16", "fp32")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The project's shipped default models (see ir_models/README.md), used when no --checkpoint is given.
 DEFAULT_CHECKPOINTS = {"mobilenetv2": REPO_ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"}
-# Verification tolerances per precision: minimum embedding cosine, minimum top-1 agreement.
-TOLERANCES = {"fp32": (0.9999, 1.0), "fp16": (0.999, 0.97), "int8": (0.95, 0.90)}
-CALIBRATION_CLIPS = 60
-VERIFY_CLIPS = 30
+# Verification tolerances per precision: (minimum embedding cosine, which statistic, minimum top-1
+# agreement). INT8 is judged on the mean cosine: a few frames of a depthwise-convolution encoder
+# always lose more, and top-1 agreement is what users see.
+TOLERANCES = {"fp32": (0.9999, "min", 1.0), "fp16": (0.999, "min", 0.97), "int8": (0.97, "mean", 0.97)}
 
 
 class BuildError(VtnEdgeError):
@@ -60,6 +60,8 @@ class BuildOptions:
     out: Path | None = None
     force: bool = False
     seed: int = 0
+    calibration_clips: int = 48
+    verify_clips: int = 30
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -106,13 +108,17 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
         config = base.with_classes(labels) if labels else base
         torch.manual_seed(opts.seed)
         return build_vtn(config).eval(), False, None
+    if fmt == "ours":
+        stored = read_config(checkpoint)
+        if stored.arch != opts.arch:
+            raise BuildError(f"{checkpoint} is a {stored.arch} VTN, but --arch {opts.arch} was given")
+        if labels is not None and len(labels) != stored.num_classes:
+            raise BuildError(f"{opts.labels} has {len(labels)} labels but {checkpoint} has {stored.num_classes} classes")
     model = load_any(checkpoint, fmt=fmt, config=base, labels=labels)
     if model.config.modality == "two_stream":
         raise BuildError("two-stream models have two encoders; build each stream (rgb, rgbdiff) separately")
     if model.config.modality != opts.modality and opts.checkpoint_format == "ours":
         print(f"      note: the checkpoint is {model.config.modality}; --modality {opts.modality} is ignored")
-    if labels is not None and len(labels) != model.config.num_classes:
-        raise BuildError(f"{opts.labels} has {len(labels)} labels but the model has {model.config.num_classes} classes")
     return model, True, sha256_file(checkpoint)
 
 
@@ -183,10 +189,11 @@ def verify(encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndar
 
 
 def check_tolerance(result: Verification, trained: bool) -> list[str]:
-    min_cos, min_agree = TOLERANCES[result.precision]
+    min_cos, statistic, min_agree = TOLERANCES[result.precision]
+    cosine = result.embedding_cosine_min if statistic == "min" else result.embedding_cosine_mean
     problems = []
-    if result.embedding_cosine_min < min_cos:
-        problems.append(f"embedding cosine {result.embedding_cosine_min:.5f} < {min_cos}")
+    if cosine < min_cos:
+        problems.append(f"{statistic} embedding cosine {cosine:.5f} < {min_cos}")
     # an untrained model's logits are near ties, so only a trained model's top-1 is meaningful
     if trained and result.top1_agreement < min_agree:
         problems.append(f"top-1 agreement {100 * result.top1_agreement:.1f}% < {100 * min_agree:.0f}%")
@@ -229,10 +236,10 @@ def build(opts: BuildOptions) -> Path:
             _step(4, "collecting calibration clips")
             if opts.calibration is not None:
                 calib = clips_from_path(opts.calibration, pre, window=window, stride=stride,
-                                        max_clips=CALIBRATION_CLIPS, min_clips=4)
+                                        max_clips=opts.calibration_clips, min_clips=4)
             else:
                 print("      no --calibration given: using the synthetic benchmark's clips")
-                calib = synthetic_clips(CALIBRATION_CLIPS, pre, window=window, stride=stride, seed=opts.seed + 1)
+                calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
             encoder, decoder = _quantize_pair(encoder, decoder, calib, manifest)
         else:
             _step(4, f"{opts.precision}: no calibration needed")
@@ -240,9 +247,9 @@ def build(opts: BuildOptions) -> Path:
         _step(5, "verifying the IR against torch on held-out clips")
         if opts.validation is not None:
             held_out = clips_from_path(opts.validation, pre, window=window, stride=stride,
-                                       max_clips=VERIFY_CLIPS, min_clips=1)
+                                       max_clips=opts.verify_clips, min_clips=1)
         else:
-            held_out = synthetic_clips(VERIFY_CLIPS, pre, window=window, stride=stride, seed=opts.seed + 7919)
+            held_out = synthetic_clips(opts.verify_clips, pre, window=window, stride=stride, seed=opts.seed + 7919)
         result = verify(encoder, decoder, model, held_out, manifest)
         table = format_table(Verification.HEADERS, [result.row()])
         print(table)

@@ -6,6 +6,7 @@ resized to the model's input square, as uint8 BGR [window, S, S, 3].
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def synthetic_clips(count: int, pre: Preprocessing, *, window: int, stride: int,
     for i in range(count):
         label = CORE_CLASSES[i % len(CORE_CLASSES)]
         spec = draw_spec(label, rng)
-        frames = list(render_clip(spec, int(rng.integers(1 << 31))))
+        span = (window - 1) * stride + 1  # render only the frames the clip samples
+        frames = list(itertools.islice(render_clip(spec, int(rng.integers(1 << 31))), span))
         clips.append(clip_from_frames(frames, pre, window=window, stride=stride))
     return clips
 

@@ -43,6 +43,74 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from converter.train import TrainOptions, train
+
+    if args.resume:
+        options = Path(args.resume) / "options.json"
+        if not options.is_file() or not (Path(args.resume) / "state.pt").is_file():
+            raise VtnEdgeError(f"--resume {args.resume}: no options.json and state.pt there (not a run directory?)")
+        opts = TrainOptions.from_dict(json.loads(options.read_text()))
+        if args.epochs is not None:
+            opts = TrainOptions.from_dict({**json.loads(options.read_text()), "epochs": args.epochs})
+        train(opts, resume=True)
+        return 0
+    if not args.arch or not args.data:
+        raise VtnEdgeError("train needs --arch and --data (or --resume RUN)")
+    train(TrainOptions(
+        arch=args.arch, data=str(args.data), val=str(args.val) if args.val else None,
+        labels=str(args.labels) if args.labels else None, modality=args.modality, epochs=args.epochs or 50,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
+        backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
+        init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
+        freeze_encoder=args.freeze_encoder, views=args.views, input_size=args.input_size, window=args.window,
+        stride=args.stride, flip=not args.no_flip, workers=args.workers,
+        teachers=tuple(str(t) for t in args.teacher), kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
+        seed=args.seed, max_steps=args.max_steps, out=str(args.out),
+    ))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+    from tqdm import tqdm
+
+    from converter.checkpoints import load_any
+    from converter.config import VTNConfig
+    from vtn_edge.datasets import open_dataset
+    from vtn_edge.evaluation import report_evaluation
+    from vtn_edge.metrics import evaluate_dataset
+    from vtn_edge.preprocess import normalize
+
+    config = VTNConfig(arch=args.arch, modality=args.modality) if args.arch else None
+    model = load_any(args.checkpoint, fmt=args.checkpoint_format, config=config)
+    dataset = open_dataset(args.data, labels_file=args.labels)
+    pre = model.config.preprocessing
+
+    def predict(clip):
+        with torch.no_grad():
+            return model(torch.from_numpy(normalize(clip, pre))[None])[0].numpy()
+
+    result = evaluate_dataset(dataset, predict, pre, window=model.config.window, stride=model.config.stride,
+                              progress=lambda items: tqdm(items, desc="evaluate", unit="video"))
+    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    return 0
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from converter.data.synth import write_dataset
+
+    splits = tuple(s.strip() for s in args.splits.split(","))
+    roots = write_dataset(args.out, clips_per_class=args.clips_per_class, seed=args.seed, splits=splits)
+    for root in roots:
+        print(f"wrote {root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -71,6 +139,57 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="replace an existing output directory")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_build)
+
+    train = sub.add_parser("train", help="train a VTN (CPU, one GPU, or torchrun for many)")
+    train.add_argument("--arch", choices=ARCHS)
+    train.add_argument("--data", type=Path, help="folder per class, list file, or ActivityNet-style JSON")
+    train.add_argument("--val", type=Path, help="validation data in the same layout")
+    train.add_argument("--labels", type=Path, help="labels file for list-file datasets")
+    train.add_argument("--modality", default="rgb", choices=MODALITIES)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--patience", type=int, default=3, help="epochs without val improvement before lr / 10")
+    train.add_argument("--backbone-weights", type=Path,
+                       help="ImageNet weights: torchvision-format .pth/.safetensors, or the MobileNetV2 .tflite")
+    train.add_argument("--init-checkpoint", type=Path, help="start from one of our checkpoints (new head)")
+    train.add_argument("--freeze-encoder", action="store_true", help="cache embeddings, train the decoder alone")
+    train.add_argument("--views", type=int, default=4, help="cached clips per video with --freeze-encoder")
+    train.add_argument("--input-size", type=int, default=224)
+    train.add_argument("--window", type=int, default=16)
+    train.add_argument("--stride", type=int, default=2)
+    train.add_argument("--no-flip", action="store_true", help="no horizontal flips (they swap left and right)")
+    train.add_argument("--workers", type=int, default=2, help="decoding processes")
+    train.add_argument("--teacher", type=Path, action="append", default=[],
+                       help="distil from this checkpoint (twice: an RGB + RGB-diff two-stream teacher)")
+    train.add_argument("--kd-temperature", type=float, default=4.0)
+    train.add_argument("--kd-alpha", type=float, default=0.5)
+    train.add_argument("--max-steps", type=int, help="cap steps per epoch (smoke tests)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", type=Path, help="continue the run in this directory")
+    train.add_argument("--out", type=Path, default=Path("runs/vtn"))
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy, confusion")
+    evaluate.add_argument("--checkpoint", type=Path, required=True)
+    evaluate.add_argument("--checkpoint-format", default="ours", choices=("ours", "original"))
+    evaluate.add_argument("--arch", choices=ARCHS, help="for original-format checkpoints")
+    evaluate.add_argument("--modality", default="rgb", choices=MODALITIES)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--labels", type=Path)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--confusion-png", type=Path)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    dataset = sub.add_parser("dataset", help="datasets: `synth` writes the temporal benchmark")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    synth = dataset_sub.add_parser("synth", help="procedurally rendered actions whose frame order decides the class")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--clips-per-class", type=int, default=50)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--splits", default="core,position", help="comma-separated: core, position")
+    synth.set_defaults(func=_cmd_dataset)
     return parser
 
 

@@ -15,3 +15,51 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- a small trained model, built once
+TINY_CLASSES = ("fill", "empty", "zoom_in", "zoom_out")
+TINY_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Four easy classes of the temporal benchmark, written as real MPEG-4 files."""
+    pytest.importorskip("torch")
+    from converter.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("tiny_synth")
+    write_dataset(root / "train", clips_per_class=10, seed=11, splits=("core",), classes=TINY_CLASSES,
+                  progress=False)
+    write_dataset(root / "val", clips_per_class=8, seed=12, splits=("core",), classes=TINY_CLASSES, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
+    """A MobileNetV2-VTN (ImageNet encoder when the shared .tflite is there) whose decoder is trained
+    on the tiny dataset with the frozen-encoder path: confident predictions in about a minute."""
+    from converter.train import TrainOptions, train
+
+    tflite = SHARED_DATA / "pretrained" / "mobilenet_v2_1.0_224_quant.tflite"
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(TrainOptions(arch="mobilenetv2", data=str(tiny_dataset / "train" / "core"),
+                       val=str(tiny_dataset / "val" / "core"), out=str(out), freeze_encoder=True, views=2,
+                       input_size=TINY_SIZE, epochs=12, batch_size=8, lr=1e-3, workers=0, flip=False,
+                       backbone_weights=str(tflite) if tflite.is_file() else None))
+    return out / "best.safetensors"
+
+
+@pytest.fixture(scope="session")
+def built_models(trained_checkpoint, tiny_dataset, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model built at every precision (native interface), verified against torch."""
+    from converter.build import BuildOptions, build
+
+    root = tmp_path_factory.mktemp("ir")
+    return {
+        precision: build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, precision=precision,
+                                      out=root / f"tiny-{precision}", calibration=tiny_dataset / "train" / "core",
+                                      validation=tiny_dataset / "val" / "core", calibration_clips=24,
+                                      verify_clips=40))
+        for precision in ("int8", "fp16", "fp32")
+    }

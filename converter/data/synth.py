@@ -207,26 +207,35 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[
         writer.release()
 
 
-def synth_clips(split: str, clips_per_class: int, seed: int) -> Iterator[tuple[str, int, ClipSpec, int]]:
+def synth_clips(split: str, clips_per_class: int, seed: int,
+                classes: tuple[str, ...] | None = None) -> Iterator[tuple[str, int, ClipSpec, int]]:
     """(class, clip index, spec, render seed) for every clip of a split, in a fixed order."""
     for ci, label in enumerate(SPLITS[split]):
+        if classes is not None and label not in classes:
+            continue
         for k in range(clips_per_class):
             s = clip_seed(seed, split, ci, k)
             yield label, k, draw_spec(label, np.random.default_rng(s)), s + 1
 
 
 def write_dataset(out: Path, *, clips_per_class: int, seed: int, splits: tuple[str, ...] = ("core", "position"),
-                  progress: bool = True) -> list[Path]:
-    """Write `out/<split>/<class>/<class>_NNNN.mp4` and `out/<split>/labels.txt`; returns split roots."""
+                  classes: tuple[str, ...] | None = None, progress: bool = True) -> list[Path]:
+    """Write `out/<split>/<class>/<class>_NNNN.mp4` and `out/<split>/labels.txt`; returns split roots.
+
+    `classes` keeps a subset (for small tests); a clip's content does not depend on the subset.
+    """
     from tqdm import tqdm
 
     roots = []
     for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         root = out / split
         root.mkdir(parents=True, exist_ok=True)
-        (root / "labels.txt").write_text("\n".join(SPLITS[split]) + "\n")
-        total = len(SPLITS[split]) * clips_per_class
-        for label, k, spec, render_seed in tqdm(synth_clips(split, clips_per_class, seed), total=total,
+        names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
+        (root / "labels.txt").write_text("\n".join(names) + "\n")
+        total = len(names) * clips_per_class
+        for label, k, spec, render_seed in tqdm(synth_clips(split, clips_per_class, seed, names), total=total,
                                                 desc=f"synth {split}", disable=not progress, unit="clip"):
             (root / label).mkdir(exist_ok=True)
             write_video(root / label / f"{label}_{k:04d}.mp4", render_clip(spec, render_seed), spec.fps,

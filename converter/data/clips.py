@@ -1,0 +1,91 @@
+"""Torch datasets over videos: decoding, sampling and the paper's augmentation."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vtn_edge.datasets import VideoDataset, VideoItem
+from vtn_edge.errors import DataError, VtnEdgeError
+from vtn_edge.metadata import Preprocessing
+from vtn_edge.preprocess import center_crop_resize, normalize
+from vtn_edge.video import read_frames, sample_indices
+
+log = logging.getLogger(__name__)
+
+SCALES = tuple(2 ** (-i / 4) for i in range(4))  # multi-scale crops: 1, 2^-1/4, 2^-1/2, 2^-3/4
+
+
+def usable_items(dataset: VideoDataset, *, window: int, stride: int) -> list[tuple[VideoItem, int]]:
+    """(item, frame count) for decodable videos; the others are reported once and skipped.
+
+    Videos shorter than one clip are kept and looped (the original code's rule), with a note.
+    """
+    usable = []
+    span = (window - 1) * stride + 1
+    for item in dataset.items:
+        try:
+            count = len(read_frames(item.path))
+        except VtnEdgeError as exc:
+            log.warning("skipping %s: %s", item.path, exc)
+            continue
+        if count < span:
+            log.warning("%s has %d frames, fewer than one clip (%d): its frames will be looped",
+                        item.path, count, span)
+        usable.append((item, count))
+    if not usable:
+        raise DataError(f"no decodable video in {dataset.source} ({len(dataset.items)} listed)")
+    return usable
+
+
+def random_crop_params(height: int, width: int, rng: random.Random) -> tuple[int, int, int]:
+    side = int(min(height, width) * rng.choice(SCALES))
+    return rng.randint(0, height - side), rng.randint(0, width - side), side
+
+
+class ClipDataset(Dataset):
+    """Yields (clip [T, 3, S, S] float32 normalised, label). Training: random start, multi-scale
+    crop and optional horizontal flip, the same for every frame of a clip. Evaluation: the first
+    clip, centre crop."""
+
+    def __init__(self, items: Sequence[tuple[VideoItem, int]], pre: Preprocessing, *, window: int, stride: int,
+                 train: bool, flip: bool = True, seed: int = 0):
+        self.items = list(items)
+        self.pre, self.window, self.stride = pre, window, stride
+        self.train, self.flip, self.seed = train, flip, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def frames_u8(self, index: int, rng: random.Random | None = None) -> np.ndarray:
+        """The sampled, cropped frames as uint8 BGR [T, S, S, 3]."""
+        item, count = self.items[index]
+        frames = read_frames(item.path)
+        span = self.window * self.stride
+        start = rng.randint(0, max(0, len(frames) - span)) if (self.train and rng) else 0
+        idx = sample_indices(len(frames), window=self.window, stride=self.stride, start=start)
+        if not (self.train and rng):
+            return np.stack([center_crop_resize(frames[i], self.pre) for i in idx])
+        top, left, side = random_crop_params(*frames[0].shape[:2], rng)
+        size = self.pre.input_size
+        out = np.stack([cv2.resize(frames[i][top:top + side, left:left + side], (size, size),
+                                   interpolation=cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR)
+                        for i in idx])
+        if self.flip and rng.random() < 0.5:
+            out = out[:, :, ::-1]
+        return out
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = random.Random(hash((self.seed, self.epoch, index))) if self.train else None
+        clip = normalize(self.frames_u8(index, rng), self.pre)
+        return torch.from_numpy(clip), self.items[index][0].label

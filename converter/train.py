@@ -1,0 +1,314 @@
+"""`converter train`: the paper's recipe (Adam, weight decay, lr / 10 on a validation plateau),
+with a frozen-encoder mode, multimodal distillation and DistributedDataParallel (torchrun).
+
+A run directory holds: options.json, metrics.jsonl (one line per epoch), curves.png,
+best.safetensors and last.safetensors (our format), and state.pt (optimiser, scheduler and
+epoch, for --resume).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
+from converter.config import VTNConfig
+from converter.data.clips import ClipDataset, usable_items
+from converter.embedding_cache import EmbeddingCache, EmbeddingDataset
+from converter.models.vtn import VTN, build_vtn
+from vtn_edge.datasets import open_dataset
+from vtn_edge.errors import VtnEdgeError
+from vtn_edge.metadata import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(VtnEdgeError):
+    """Options that cannot train."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    arch: str
+    data: str
+    out: str
+    val: str | None = None
+    labels: str | None = None
+    modality: str = "rgb"
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int = 3
+    backbone_weights: str | None = None
+    init_checkpoint: str | None = None
+    freeze_encoder: bool = False
+    views: int = 4
+    input_size: int = 224
+    window: int = 16
+    stride: int = 2
+    flip: bool = True
+    workers: int = 2
+    teachers: tuple[str, ...] = ()
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.5
+    seed: int = 0
+    max_steps: int | None = None  # per epoch; for smoke tests
+    cache_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainOptions:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["teachers"] = tuple(values.get("teachers", ()))
+        return cls(**values)
+
+
+# ------------------------------------------------------------------ distributed helpers
+def _dist_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ------------------------------------------------------------------ model
+def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
+    pre = Preprocessing(input_size=opts.input_size, resize_short=opts.input_size)
+    if opts.backbone_weights and Path(opts.backbone_weights).suffix == ".tflite":
+        from converter.tflite_weights import TFLITE_MEAN, TFLITE_STD
+        pre = replace(pre, mean=TFLITE_MEAN, std=TFLITE_STD)
+    if opts.init_checkpoint:
+        model = load_checkpoint(opts.init_checkpoint, labels=labels, reinit_head=True)
+        config = replace(model.config, window=opts.window, stride=opts.stride,
+                         preprocessing=replace(model.config.preprocessing, input_size=opts.input_size,
+                                               resize_short=opts.input_size))
+        model.config = config
+        return model
+    config = VTNConfig(arch=opts.arch, modality=opts.modality, num_classes=len(labels), labels=labels,
+                       window=opts.window, stride=opts.stride, preprocessing=pre)
+    model = build_vtn(config)
+    if isinstance(model, VTN) and opts.backbone_weights:
+        path = Path(opts.backbone_weights)
+        if path.suffix == ".tflite":
+            if opts.arch != "mobilenetv2":
+                raise TrainError(f"{path} is a MobileNetV2; it cannot initialise a {opts.arch} encoder")
+            from converter.tflite_weights import read_tflite_mobilenetv2
+            model.encoder.backbone.load_state_dict(read_tflite_mobilenetv2(path).backbone)
+        else:
+            load_backbone_weights(model, path)
+    elif opts.backbone_weights:
+        raise TrainError("--backbone-weights initialises one encoder; train the two streams separately")
+    return model
+
+
+def _load_teachers(opts: TrainOptions, device: torch.device) -> list[torch.nn.Module]:
+    teachers = []
+    for path in opts.teachers:
+        teacher = load_checkpoint(path).to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        teachers.append(teacher)
+    return teachers
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, temperature: float,
+                      alpha: float) -> torch.Tensor:
+    """Hinton et al.: (1 - alpha) CE on labels + alpha T^2 KL on softened teacher targets."""
+    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
+                    reduction="batchmean") * temperature ** 2
+    return (1 - alpha) * F.cross_entropy(student, labels) + alpha * soft
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class _RunState:
+    epoch: int = 0
+    best_acc: float = -1.0
+    history: list = field(default_factory=list)
+
+
+def train(opts: TrainOptions, *, resume: bool = False) -> Path:
+    rank, world, device = _dist_setup()
+    out = Path(opts.out)
+    torch.manual_seed(opts.seed + rank)
+    np.random.seed(opts.seed + rank)
+    if opts.teachers and opts.freeze_encoder:
+        raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
+
+    train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
+    val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None
+    labels = train_set.labels
+    if val_set is not None and val_set.labels != labels:
+        raise TrainError(f"--val has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
+    model = build_model(opts, labels).to(device)
+    pre = model.config.preprocessing
+
+    train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
+    val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
+    train_clips = ClipDataset(train_items, pre, window=opts.window, stride=opts.stride, train=True,
+                              flip=opts.flip, seed=opts.seed)
+    val_clips = ClipDataset(val_items, pre, window=opts.window, stride=opts.stride, train=False)
+
+    if opts.freeze_encoder:
+        cache = EmbeddingCache(Path(opts.cache_dir or out / "embeddings"), model, views=opts.views, flip=opts.flip)
+        if rank == 0:
+            train_emb = cache.embed_dataset(train_clips, "train")
+            val_emb = cache.embed_dataset(val_clips, "val") if val_items else []
+        if dist.is_initialized():
+            dist.barrier()
+        if rank != 0:
+            train_emb = cache.embed_dataset(train_clips, "train")
+            val_emb = cache.embed_dataset(val_clips, "val") if val_items else []
+        train_data = EmbeddingDataset(train_emb, [i.label for i, _ in train_items], train=True)
+        val_data = EmbeddingDataset(val_emb, [i.label for i, _ in val_items], train=False)
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+        _, trainable = model.split()
+        workers = 0
+    else:
+        train_data, val_data, trainable, workers = train_clips, val_clips, model, opts.workers
+
+    net = trainable
+    if dist.is_initialized():
+        net = torch.nn.parallel.DistributedDataParallel(trainable)
+    sampler = DistributedSampler(train_data, seed=opts.seed) if dist.is_initialized() else None
+    loader = DataLoader(train_data, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=workers, persistent_workers=workers > 0, drop_last=len(train_data) > opts.batch_size)
+    val_loader = DataLoader(val_data, batch_size=opts.batch_size, num_workers=workers) if len(val_data) else None
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=opts.patience)
+    teachers = _load_teachers(opts, device)
+
+    state = _RunState()
+    if resume:
+        saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = _RunState(epoch=int(saved["epoch"]), best_acc=float(saved["best_acc"]),
+                          history=json.loads(saved["history"]))
+        torch.set_rng_state(saved["rng"])
+        if rank == 0:
+            print(f"resuming {out} after epoch {state.epoch}")
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "options.json").write_text(json.dumps(asdict(opts), indent=2))
+
+    for epoch in range(state.epoch + 1, opts.epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_clips.set_epoch(epoch)
+        started = time.perf_counter()
+        loss, acc = _run_epoch(net, loader, optimizer, device, teachers, opts, epoch, rank, model)
+        val_loss, val_acc = _validate(trainable, val_loader, device) if val_loader else (loss, acc)
+        scheduler.step(val_loss)
+        state.epoch = epoch
+        record = {"epoch": epoch, "loss": loss, "acc": acc, "val_loss": val_loss, "val_acc": val_acc,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
+        state.history.append(record)
+        if rank == 0:
+            print(f"epoch {epoch}: loss {loss:.4f} acc {acc:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
+                  f"| lr {record['lr']:.1e} | {record['seconds']} s", flush=True)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(model, out / "last.safetensors")
+            if val_acc > state.best_acc:
+                state.best_acc = val_acc
+                save_checkpoint(model, out / "best.safetensors")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_acc": state.best_acc,
+                        "history": json.dumps(state.history), "rng": torch.get_rng_state()}, out / "state.pt.partial")
+            os.replace(out / "state.pt.partial", out / "state.pt")
+            plot_curves(state.history, out / "curves.png")
+    if dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def _run_epoch(net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int,
+               model: VTN) -> tuple[float, float]:
+    net.train()
+    if opts.freeze_encoder:
+        model.encoder.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{opts.epochs}", unit="batch", disable=rank != 0, leave=False)
+    for step, (x, y) in enumerate(bar):
+        if opts.max_steps is not None and step >= opts.max_steps:
+            break
+        x, y = x.to(device), y.to(device)
+        logits = net(x)
+        if teachers:
+            with torch.no_grad():
+                target = torch.stack([t(x) for t in teachers]).mean(0)
+            loss = distillation_loss(logits, target, y, temperature=opts.kd_temperature, alpha=opts.kd_alpha)
+        else:
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += loss.item() * len(y)
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+    loss_sum, correct, total = _all_sum([loss_sum, correct, total], device)
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+@torch.no_grad()
+def _validate(net, loader, device) -> tuple[float, float]:
+    net.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = net(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["loss"] for h in history], label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], label="val")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend()
+    ax2.plot(epochs, [h["acc"] for h in history], label="train")
+    ax2.plot(epochs, [h["val_acc"] for h in history], label="val")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("clip accuracy"), ax2.set_ylim(0, 1), ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

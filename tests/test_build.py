@@ -1,0 +1,163 @@
+"""converter build: IR at every precision and both interfaces, verified against torch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+import openvino as ov  # noqa: E402
+
+from converter.build import BuildError, BuildOptions, build  # noqa: E402
+from converter.quantize import count_quantized_ops  # noqa: E402
+from vtn_edge.metadata import RT_INFO_KEY, Manifest  # noqa: E402
+
+
+def test_every_precision_is_verified_against_torch(built_models):
+    for precision, directory in built_models.items():
+        manifest = Manifest.load(directory / "model.json")
+        v = manifest.verification
+        assert manifest.trained and manifest.precision == precision
+        assert v["clips"] >= 34  # enough held-out clips that 97% allows at most one disagreement
+        if precision == "fp32":
+            assert v["top1_agreement"] == 1.0
+            assert v["embedding_cosine_min"] >= 0.9999
+        elif precision == "fp16":
+            assert v["top1_agreement"] >= 0.97 and v["embedding_cosine_min"] >= 0.999
+        else:
+            assert v["top1_agreement"] >= 0.97 and v["embedding_cosine_mean"] >= 0.97, v
+        for name in ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin", "encoder.onnx", "decoder.onnx",
+                     "labels.txt", "model.json"):
+            assert (directory / name).is_file(), name
+        assert (directory / "labels.txt").read_text().split() == list(manifest.labels)
+
+
+def test_native_interface_and_rt_info(built_models):
+    core = ov.Core()
+    encoder = core.read_model(built_models["int8"] / "encoder.xml")
+    decoder = core.read_model(built_models["int8"] / "decoder.xml")
+    (inp,) = encoder.inputs
+    assert inp.get_element_type() == ov.Type.u8 and list(inp.get_shape()) == [1, 96, 96, 3]
+    assert list(decoder.input(0).get_shape()) == [1, 16, 512]
+    assert list(decoder.output(0).get_shape()) == [1, 4]
+    # an IR found without its manifest still describes itself
+    stamped = Manifest.from_dict(json.loads(encoder.get_rt_info([RT_INFO_KEY, "manifest"]).astype(str)))
+    assert stamped.labels == ("fill", "empty", "zoom_in", "zoom_out")
+    assert stamped.preprocessing.input_size == 96 and stamped.window == 16 and stamped.stride == 2
+
+
+def test_int8_really_is_quantised_and_smaller(built_models):
+    core = ov.Core()
+    for part in ("encoder", "decoder"):
+        q = core.read_model(built_models["int8"] / f"{part}.xml")
+        f = core.read_model(built_models["fp32"] / f"{part}.xml")
+        assert count_quantized_ops(q) > 10
+        assert count_quantized_ops(f) == 0
+        assert (built_models["int8"] / f"{part}.bin").stat().st_size < 0.4 * (built_models["fp32"] / f"{part}.bin").stat().st_size
+
+
+def test_plain_openvino_runs_the_native_ir(built_models):
+    """No vtn_edge code: uint8 BGR frames in, logits out, same top-1 as the manifest's labels imply."""
+    core = ov.Core()
+    enc = core.compile_model(built_models["fp32"] / "encoder.xml", "CPU")
+    dec = core.compile_model(built_models["fp32"] / "decoder.xml", "CPU")
+    frames = np.random.default_rng(0).integers(0, 255, (16, 1, 96, 96, 3), dtype=np.uint8)
+    embeddings = np.stack([enc([f])[0].reshape(-1) for f in frames])
+    logits = dec([embeddings[None]])[0]
+    assert logits.shape == (1, 4) and np.isfinite(logits).all()
+
+
+def _omz_io(xml_path):
+    root = ET.parse(xml_path).getroot()
+    params = [layer for layer in root.iter("layer") if layer.get("type") == "Parameter"]
+    results = [layer for layer in root.iter("layer") if layer.get("type") == "Result"]
+    return params, results
+
+
+def test_omz_interface_matches_reference_topology(shared_data, tmp_path):
+    out = build(BuildOptions(arch="mobilenetv2", precision="fp32", interface="omz", out=tmp_path / "omz",
+                             verify_clips=2))
+    core = ov.Core()
+    ours = core.read_model(out / "encoder.xml")
+    ref_xml = shared_data / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    params, _ = _omz_io(ref_xml)
+    (param,) = params
+    ref_shape = [int(d.text) for d in param.find("output").find("port").findall("dim")]
+    (inp,) = ours.inputs
+    assert inp.get_any_name() == param.get("name") == "0"
+    assert list(inp.get_shape()) == ref_shape == [1, 3, 224, 224]
+    assert inp.get_element_type() == ov.Type.f32
+    assert list(ours.output(0).get_shape()) == [1, 512, 1, 1]
+    decoder = core.read_model(out / "decoder.xml")
+    assert decoder.input(0).get_any_name() == "0" and list(decoder.input(0).get_shape()) == [1, 16, 512]
+    assert Manifest.load(out / "model.json").trained is False  # no checkpoint, said loudly
+
+
+def test_omz_refuses_difference_modalities(tmp_path):
+    with pytest.raises(Exception, match="interface omz"):
+        build(BuildOptions(arch="mobilenetv2", modality="rgbdiff", precision="fp32", interface="omz",
+                           out=tmp_path / "x", verify_clips=2))
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_directory_needs_force(built_models):
+    with pytest.raises(BuildError, match="--force"):
+        build(BuildOptions(arch="mobilenetv2", precision="fp32", out=built_models["fp32"]))
+
+
+def test_bad_input_messages(tmp_path, trained_checkpoint):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    with pytest.raises(Exception, match=r"3 labels.*4"):
+        build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, labels=labels, out=tmp_path / "o"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(Exception, match=r"found 1 videos \(1 undecodable\).*at least 4 clips"):
+        build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, calibration=empty, out=tmp_path / "o"))
+    for flag, value in (("--precision", "int4"), ("--arch", "vgg"), ("--modality", "flow")):
+        args = ["--arch", "mobilenetv2", flag, value] if flag != "--arch" else [flag, value]
+        out = subprocess.run([sys.executable, "-m", "converter", "build", *args], capture_output=True, text=True)
+        assert out.returncode == 2 and "invalid choice" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "converter", "build", "--arch", "resnet34",
+                          "--checkpoint", str(trained_checkpoint), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "is a mobilenetv2 VTN, but --arch resnet34" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_build_leaves_no_model_directory(tmp_path, trained_checkpoint, sig):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "converter", "build", "--arch", "mobilenetv2",
+                             "--checkpoint", str(trained_checkpoint), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until it is halfway: calibrating
+        if line.startswith("[4/6]"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not out.exists()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    if sig == signal.SIGINT:  # a clean interruption removes its work directory too
+        assert leftovers == []
+    else:  # a killed one can only leave a hidden, clearly partial directory
+        assert all(name.startswith(".interrupted.partial-") for name in leftovers)
+
+
+@pytest.mark.slow
+def test_resnet34_int8_build(tmp_path, trained_checkpoint):
+    out = build(BuildOptions(arch="resnet34", precision="int8", out=tmp_path / "r34", calibration_clips=16,
+                             verify_clips=8))
+    manifest = Manifest.load(out / "model.json")
+    assert manifest.arch == "resnet34" and manifest.verification["embedding_cosine_min"] >= 0.95

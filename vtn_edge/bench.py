@@ -1,0 +1,133 @@
+"""`vtn_edge bench`: raw inference versus the whole per-frame pipeline, measured in one run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from vtn_edge.model import CompileOptions, VtnModel, compile_pair
+from vtn_edge.recognizer import StreamingRecognizer
+from vtn_edge.report import format_table
+from vtn_edge.sources import open_source
+
+
+@dataclass(frozen=True)
+class Timing:
+    p50_ms: float
+    p99_ms: float
+    per_second: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Timing:
+        a = np.asarray(seconds) * 1000
+        return cls(float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(1000 / a.mean()))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    streams: int
+    frames: int
+    stride: int
+    encoder: Timing
+    decoder: Timing
+    raw_schedule_fps: float  # stride / (encoder + decoder), inference alone
+    e2e_fps: float  # decoded frames in memory -> predictions
+    e2e_latency_all: Timing
+    e2e_latency_encoded: Timing  # frames that ran the encoder
+    e2e_ratio: float
+    video_fps: float | None  # with video decoding (from --source)
+    video_ratio: float | None
+    settings: dict
+
+    def table(self) -> str:
+        rows = [
+            ("encoder (1 frame)", f"{self.encoder.p50_ms:.2f}", f"{self.encoder.p99_ms:.2f}", f"{self.encoder.per_second:.0f}/s"),
+            ("decoder (1 window)", f"{self.decoder.p50_ms:.2f}", f"{self.decoder.p99_ms:.2f}", f"{self.decoder.per_second:.0f}/s"),
+            (f"raw schedule (stride {self.stride})", "", "", f"{self.raw_schedule_fps:.0f} frames/s"),
+            (f"end-to-end, decoded frames, {self.streams} stream(s)", f"{self.e2e_latency_all.p50_ms:.2f}",
+             f"{self.e2e_latency_all.p99_ms:.2f}", f"{self.e2e_fps:.0f} frames/s"),
+            ("  latency of encoded frames", f"{self.e2e_latency_encoded.p50_ms:.2f}",
+             f"{self.e2e_latency_encoded.p99_ms:.2f}", ""),
+            ("  end-to-end / raw", "", "", f"{100 * self.e2e_ratio:.0f}%"),
+        ]
+        if self.video_fps is not None:
+            rows.append(("end-to-end with video decoding", "", "", f"{self.video_fps:.0f} frames/s"))
+            rows.append(("  with decoding / raw", "", "", f"{100 * self.video_ratio:.0f}%"))
+        head = f"{self.model}: {self.frames} frames, settings {self.settings}"
+        return head + "\n" + format_table(["stage", "p50 ms", "p99 ms", "throughput"], rows)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _time_requests(compiled: ov.CompiledModel, inputs: list[np.ndarray], runs: int) -> Timing:
+    request = compiled.create_infer_request()
+    for _ in range(10):
+        request.infer(inputs, share_inputs=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer(inputs, share_inputs=True)
+        times.append(time.perf_counter() - t0)
+    return Timing.of(times)
+
+
+def _synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    return [np.roll(base, i, axis=1) for i in range(count)]
+
+
+def _read_frames(source: Path, count: int) -> list[np.ndarray]:
+    frames = []
+    with open_source(source, loop=True) as src:
+        for _, frame, _ in src.frames():
+            frames.append(frame)
+            if len(frames) >= count:
+                break
+    return frames
+
+
+def run_bench(model: VtnModel, *, source: Path | None = None, streams: int = 1, frames: int = 2000,
+              options: CompileOptions | None = None, runs: int = 300) -> BenchResult:
+    options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
+    manifest = model.manifest
+    encoder, decoder = compile_pair(model, options)
+    enc_inputs = [np.zeros(tuple(i.get_shape()), dtype=i.get_element_type().to_dtype()) for i in encoder.inputs]
+    dec_inputs = [np.zeros(tuple(decoder.input(0).get_shape()), np.float32)]
+    enc_t = _time_requests(encoder, enc_inputs, runs)
+    dec_t = _time_requests(decoder, dec_inputs, runs)
+    del encoder, decoder
+    stride = manifest.stride
+    raw_fps = stride * 1000 / (enc_t.p50_ms + dec_t.p50_ms)
+
+    pool = _read_frames(source, min(frames, 600)) if source else _synthetic_frames(64)
+    with StreamingRecognizer(model, streams=streams, options=options) as rec:
+        for i in range(4 * stride * manifest.window):  # warm-up: fill every stream's window
+            rec.push(pool[i % len(pool)], stream=i % streams)
+        rec.flush()
+        predictions = []
+        t0 = time.perf_counter()
+        for i in range(frames):
+            predictions += rec.push(pool[i % len(pool)], stream=i % streams)
+        predictions += rec.flush()
+        e2e = frames / (time.perf_counter() - t0)
+        video_fps = None
+        if source is not None and streams == 1:
+            t0 = time.perf_counter()
+            count = sum(1 for _ in rec.run(source))
+            video_fps = count / (time.perf_counter() - t0)
+    latencies = [p.latency_ms / 1000 for p in predictions]
+    encoded = [p.latency_ms / 1000 for p in predictions if p.frame_index % stride == 0]
+    return BenchResult(
+        model=str(model.path), streams=streams, frames=frames, stride=stride, encoder=enc_t, decoder=dec_t,
+        raw_schedule_fps=raw_fps, e2e_fps=e2e, e2e_latency_all=Timing.of(latencies),
+        e2e_latency_encoded=Timing.of(encoded), e2e_ratio=e2e / raw_fps, video_fps=video_fps,
+        video_ratio=None if video_fps is None else video_fps / raw_fps,
+        settings={**options.properties(), "device": options.device},
+    )

@@ -1,0 +1,163 @@
+"""`python -m vtn_edge {run,evaluate,bench}`: the runtime's commands (no torch anywhere)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from vtn_edge.errors import VtnEdgeError
+
+EDGE_ISA = "AVX2"
+
+
+def _compile_options(args: argparse.Namespace, streams: int = 1):
+    from vtn_edge.model import CompileOptions
+
+    mode = args.mode or ("throughput" if streams > 1 else "latency")
+    return CompileOptions(device=args.device, mode=mode, threads=args.threads, streams=args.ov_streams,
+                          precision_hint=args.precision_hint, cache_dir=args.cache_dir)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from vtn_edge.recognizer import StreamingRecognizer
+    from vtn_edge.smoothing import LabelPolicy
+
+    policy = LabelPolicy(smoothing=args.smoothing, threshold=args.threshold, hold_seconds=args.hold)
+    source = int(args.source) if args.source.isdigit() else args.source
+    count, started = 0, time.perf_counter()
+    with StreamingRecognizer(args.model, options=_compile_options(args), policy=policy, labels=args.labels) as rec:
+        for p in rec.run(source, loop=args.loop):
+            count += 1
+            if args.json:
+                print(json.dumps({"frame": p.frame_index, "time": round(p.timestamp, 3), "label": p.label,
+                                  "score": round(p.score, 4), "window_full": p.window_full,
+                                  "latency_ms": round(p.latency_ms, 2),
+                                  "top_k": [[n, round(s, 4)] for n, s in p.top_k]}), flush=False)
+            elif p.frame_index % args.every == 0:
+                label = p.label if p.window_full else "(filling the window)"
+                print(f"frame {p.frame_index:6d}  t={p.timestamp:7.2f}s  {label!s:<28} {p.score:.3f}  "
+                      f"{p.latency_ms:6.2f} ms")
+            if args.max_frames and count >= args.max_frames:
+                break
+    seconds = time.perf_counter() - started
+    print(f"{count} frames in {seconds:.2f} s: {count / max(seconds, 1e-9):.1f} frames/s (decoding included)",
+          file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vtn_edge.datasets import open_dataset
+    from vtn_edge.evaluation import report_evaluation
+    from vtn_edge.metrics import evaluate_dataset
+    from vtn_edge.model import compile_pair, load_model
+
+    model = load_model(args.model, labels=args.labels)
+    manifest = model.manifest
+    dataset = open_dataset(args.data, labels_file=args.labels)
+    encoder, decoder = compile_pair(model, _compile_options(args))
+    enc, dec = encoder.create_infer_request(), decoder.create_infer_request()
+    omz = manifest.interface == "omz"
+    pairs = manifest.modality != "rgb"
+
+    def predict(clip: np.ndarray) -> np.ndarray:
+        frames = clip.transpose(0, 3, 1, 2).astype(np.float32) if omz else clip
+        frames = frames[:, None]
+        inputs = [[frames[t], frames[t - 1]] for t in range(1, len(frames))] if pairs else [[f] for f in frames]
+        embeddings = np.stack([enc.infer(x)[0].reshape(-1) for x in inputs])
+        return dec.infer([embeddings[None]])[0].reshape(-1)
+
+    def progress(items):
+        for i, item in enumerate(items):
+            if i % 20 == 0:
+                print(f"evaluate: {i}/{len(items)} videos", file=sys.stderr, flush=True)
+            yield item
+
+    result = evaluate_dataset(dataset, predict, manifest.preprocessing, window=manifest.window,
+                              stride=manifest.stride, progress=progress)
+    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from vtn_edge.bench import run_bench
+    from vtn_edge.model import load_model
+
+    result = run_bench(load_model(args.model), source=args.source, streams=args.streams, frames=args.frames,
+                       options=_compile_options(args, args.streams))
+    if args.edge_profile:
+        result = type(result)(**{**result.__dict__, "settings": {**result.settings,
+                                                                 "ONEDNN_MAX_CPU_ISA": EDGE_ISA}})
+    print(json.dumps(result.to_dict()) if args.json else result.table())
+    return 0
+
+
+def _add_compile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="CPU")
+    p.add_argument("--mode", choices=("latency", "throughput"), help="OpenVINO performance hint")
+    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--ov-streams", type=int, help="OpenVINO CPU streams")
+    p.add_argument("--precision-hint", help="e.g. f32 to disable bf16 execution")
+    p.add_argument("--cache-dir", help="OpenVINO model cache directory (faster start)")
+    p.add_argument("--labels", type=Path, help="labels file (for Open Model Zoo IR pairs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vtn_edge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="print a label for every frame of a video, camera or stream")
+    run.add_argument("model", type=Path, help="model directory (from `converter build`)")
+    run.add_argument("source", help="video file, camera index or URL")
+    run.add_argument("--json", action="store_true", help="one JSON object per frame")
+    run.add_argument("--every", type=int, default=1, help="print every N-th frame (text output)")
+    run.add_argument("--loop", action="store_true", help="loop a video file")
+    run.add_argument("--max-frames", type=int)
+    run.add_argument("--smoothing", choices=("mean", "ema"))
+    run.add_argument("--threshold", type=float, default=0.0, help="below this score the label is None")
+    run.add_argument("--hold", type=float, default=0.0, help="seconds a new label must lead before it shows")
+    _add_compile_flags(run)
+    run.set_defaults(func=_cmd_run)
+
+    evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy of an IR model")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--confusion-png", type=Path)
+    _add_compile_flags(evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="raw inference vs end-to-end per-frame throughput and latency")
+    bench.add_argument("model", type=Path)
+    bench.add_argument("--source", type=Path, help="a video (its decoding is measured too)")
+    bench.add_argument("--streams", type=int, default=1)
+    bench.add_argument("--frames", type=int, default=2000)
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--edge-profile", action="store_true",
+                       help=f"a low-power CPU: one inference thread, instruction set capped at {EDGE_ISA}")
+    _add_compile_flags(bench)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "edge_profile", False):
+        # must be set before OpenVINO's CPU plugin (oneDNN) first loads, i.e. before any compile
+        os.environ["ONEDNN_MAX_CPU_ISA"] = EDGE_ISA
+        args.threads = args.threads or 1
+    try:
+        return args.func(args)
+    except VtnEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

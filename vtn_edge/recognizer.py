@@ -1,0 +1,299 @@
+"""StreamingRecognizer: a label for every frame, at camera rate, over a one-second window.
+
+Schedule (per stream): every `stride`-th frame is cropped once and sent to the encoder
+(OpenVINO AsyncInferQueue, so preprocessing of the next frame overlaps inference); each new
+embedding enters a ring buffer of the last `window` embeddings and, once the buffer is full,
+the decoder runs over it. Frames in between carry their stream's newest result. Until the
+buffer is full a frame's label is None (`window_full` False): partial windows are never decoded.
+
+Threads: the caller's thread preprocesses and submits; OpenVINO's callbacks hand embeddings to
+one ordering thread, which restores frame order per stream (requests may finish out of order),
+runs the small decoder and publishes predictions in frame order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from vtn_edge.errors import FrameError, VtnEdgeError
+from vtn_edge.metrics import softmax
+from vtn_edge.model import CompileOptions, VtnModel, compile_pair, load_model
+from vtn_edge.preprocess import center_crop_resize
+from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
+from vtn_edge.sources import open_source
+from vtn_edge.types import Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Ticket:
+    index: int
+    timestamp: float
+    t_push: float
+    embedding: int | None  # which embedding this frame waits for (None: carries the newest result)
+
+
+@dataclass
+class _Stream:
+    """Per-stream state. Fields below `submitted` belong to the ordering thread alone."""
+
+    seq_len: int
+    dim: int
+    policy: LabelPolicy
+    frames: int = 0
+    submitted: int = 0
+    previous_crop: np.ndarray | None = None
+    tickets: deque = field(default_factory=deque)
+    arrived: dict = field(default_factory=dict)
+    timestamps: dict = field(default_factory=dict)
+    processed: int = -1
+    ring: np.ndarray | None = None
+    result: tuple = (None, 0.0, (), False)
+    ready: deque = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        # each embedding is written twice, so the newest `seq_len` rows are always one contiguous view
+        self.ring = np.zeros((2 * self.seq_len, self.dim), np.float32)
+        self.stabilizer = LabelStabilizer(self.policy)
+
+    def append(self, k: int, embedding: np.ndarray) -> np.ndarray | None:
+        """Add embedding k; return the window [1, T, D] once k + 1 >= T, else None."""
+        slot = k % self.seq_len
+        self.ring[slot] = embedding
+        self.ring[slot + self.seq_len] = embedding
+        if k + 1 < self.seq_len:
+            return None
+        start = (k + 1) % self.seq_len
+        return self.ring[None, start:start + self.seq_len]
+
+
+class StreamingRecognizer:
+    """Per-frame action labels from a VTN encoder/decoder IR pair.
+
+    >>> with StreamingRecognizer("ir_models/mobilenetv2-rgb-int8") as rec:
+    ...     for p in rec.run("video.mp4"):
+    ...         print(p.frame_index, p.label, p.score)
+
+    `push(frame)` returns the predictions that became ready (in frame order, possibly for
+    earlier frames); `push(frame, wait=True)` waits for this frame's own. `flush()` waits for
+    everything pushed. With `on_prediction(fn)`, predictions go to `fn` (called from the ordering
+    thread) instead of being queued.
+    """
+
+    def __init__(self, model: str | Path | VtnModel, *, streams: int = 1, options: CompileOptions | None = None,
+                 policy: LabelPolicy | None = None, top_k: int = 5, requests: int | None = None,
+                 labels: str | Path | None = None, stride: int | None = None):
+        self.model = model if isinstance(model, VtnModel) else load_model(model, labels=labels)
+        manifest = self.model.manifest
+        self.manifest = manifest
+        self.labels = manifest.labels
+        self.stride = stride or manifest.stride
+        self.top_k = max(1, min(top_k, len(self.labels)))
+        self.options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
+        self._pre = manifest.preprocessing
+        self._pairs = manifest.modality in ("rgbdiff", "stacked")
+        self._omz = manifest.interface == "omz"
+        encoder, decoder = compile_pair(self.model, self.options)
+        if requests is None:
+            requests = max(2, encoder.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._encoder = ov.AsyncInferQueue(encoder, requests)
+        self._encoder.set_callback(self._on_encoded)
+        self._decoder = decoder.create_infer_request()
+        self._streams = [_Stream(manifest.seq_len, manifest.embed_dim, policy or LabelPolicy())
+                         for _ in range(streams)]
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._callback: Callable[[Prediction], None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._worker = threading.Thread(target=self._order_loop, name="vtn-order", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def num_streams(self) -> int:
+        return len(self._streams)
+
+    def on_prediction(self, callback: Callable[[Prediction], None] | None) -> None:
+        self._callback = callback
+
+    def push(self, frame: np.ndarray | None, *, stream: int = 0, timestamp: float | None = None,
+             wait: bool = False) -> list[Prediction]:
+        """Classify one frame (BGR uint8; gray, BGRA and 16-bit are converted).
+
+        `frame=None` is allowed for frames the schedule does not encode (see `needs_pixels`),
+        which saves decoding them to pixels at all.
+        """
+        self._check_open()
+        st = self._stream(stream)
+        t_push = time.perf_counter()
+        index = st.frames
+        sampled = index % self.stride == 0
+        if sampled:
+            if frame is None:
+                raise FrameError(f"frame {index} of stream {stream} is encoded by the schedule and cannot be None")
+            crop = self._crop(frame)
+        elif frame is not None and (not isinstance(frame, np.ndarray) or frame.size == 0):
+            raise FrameError(f"empty frame: expected an HxWx3 uint8 BGR image, got {type(frame).__name__}")
+        st.frames += 1
+        ts = timestamp if timestamp is not None else time.monotonic()
+        k = None
+        if sampled:
+            if self._pairs:
+                previous, st.previous_crop = st.previous_crop, crop
+                inputs = None if previous is None else [crop, previous]
+            else:
+                inputs = [crop]
+            if inputs is not None:
+                k = st.submitted
+                st.submitted += 1
+        self._events.put(("frame", stream, _Ticket(index, ts, t_push, k)))
+        if k is not None:
+            self._encoder.start_async(inputs, (stream, k, inputs), share_inputs=True)
+        if wait:
+            self._wait_for(st, index)
+        return self._drain(st)
+
+    def needs_pixels(self, stream: int = 0) -> bool:
+        """Whether the next frame of `stream` will be encoded (so must be decoded to pixels)."""
+        return self._stream(stream).frames % self.stride == 0
+
+    def flush(self, stream: int | None = None, timeout: float = 30.0) -> list[Prediction]:
+        """Wait until every pushed frame has its prediction; return those not yet handed out."""
+        self._check_open()
+        self._encoder.wait_all()
+        done = threading.Event()
+        self._events.put(("sync", done))
+        if not done.wait(timeout):
+            raise VtnEdgeError(f"predictions did not arrive within {timeout} s")
+        self._raise_worker_error()
+        if stream is None:
+            return [p for st in self._streams for p in self._drain(st)]
+        return self._drain(self._stream(stream))
+
+    def run(self, source: str | int | Path, *, stream: int = 0, loop: bool = False) -> Iterator[Prediction]:
+        """Predictions for every frame of an OpenCV source (file, camera index, URL), in order."""
+        with open_source(source, loop=loop) as src:
+            for frame_index, frame, timestamp in src.frames(lambda: self.needs_pixels(stream)):
+                yield from self.push(frame, stream=stream, timestamp=timestamp)
+        yield from self.flush(stream)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._encoder.wait_all()
+        finally:
+            self._events.put(None)
+            self._worker.join(timeout=10)
+
+    def __enter__(self) -> StreamingRecognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the caller's thread
+    def _crop(self, frame: np.ndarray) -> np.ndarray:
+        crop = center_crop_resize(frame, self._pre)
+        if self._omz:  # the reference interface: float BGR NCHW, 0..255
+            return crop.transpose(2, 0, 1)[None].astype(np.float32)
+        return crop[None]
+
+    def _stream(self, stream: int) -> _Stream:
+        if not 0 <= stream < len(self._streams):
+            raise VtnEdgeError(f"stream {stream} does not exist: this recognizer has streams 0..{len(self._streams) - 1}")
+        return self._streams[stream]
+
+    def _drain(self, st: _Stream) -> list[Prediction]:
+        self._raise_worker_error()
+        out = []
+        while st.ready:
+            out.append(st.ready.popleft())
+        return out
+
+    def _wait_for(self, st: _Stream, index: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not (st.ready and st.ready[-1].frame_index >= index):
+            self._raise_worker_error()
+            if self._callback is not None or time.monotonic() > deadline:
+                return
+            time.sleep(0.0002)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VtnEdgeError("this StreamingRecognizer is closed")
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            raise VtnEdgeError(f"inference failed: {self._error}") from self._error
+
+    # ------------------------------------------------------------------ OpenVINO's threads
+    def _on_encoded(self, request: ov.InferRequest, userdata: tuple) -> None:
+        stream, k, _inputs = userdata  # _inputs kept alive until here (shared, not copied)
+        self._events.put(("emb", stream, k, request.get_output_tensor(0).data.reshape(-1).copy()))
+
+    # ------------------------------------------------------------------ the ordering thread
+    def _order_loop(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            try:
+                kind = event[0]
+                if kind == "frame":
+                    st = self._streams[event[1]]
+                    ticket = event[2]
+                    st.tickets.append(ticket)
+                    if ticket.embedding is not None:
+                        st.timestamps[ticket.embedding] = ticket.timestamp
+                elif kind == "emb":
+                    st = self._streams[event[1]]
+                    st.arrived[event[2]] = event[3]
+                    while st.processed + 1 in st.arrived:
+                        k = st.processed + 1
+                        self._decode(st, k, st.arrived.pop(k))
+                        st.processed = k
+                else:  # "sync": everything before it has been handled
+                    event[1].set()
+                    continue
+                self._publish(st)
+            except BaseException as exc:  # surfaced to the caller on its next call
+                log.exception("ordering thread failed")
+                self._error = exc
+
+    def _decode(self, st: _Stream, k: int, embedding: np.ndarray) -> None:
+        window = st.append(k, embedding)
+        timestamp = st.timestamps.pop(k)
+        if window is None:
+            return
+        logits = self._decoder.infer([window], share_inputs=True)[0].reshape(-1)
+        probs = softmax(logits.astype(np.float64))
+        label_index, score, smoothed = st.stabilizer.update(probs, timestamp)
+        top = np.argsort(-smoothed)[: self.top_k]
+        top_k = tuple((self.labels[i], float(smoothed[i])) for i in top)
+        label = None if label_index is None else self.labels[label_index]
+        st.result = (label, score, top_k, True)
+
+    def _publish(self, st: _Stream) -> None:
+        stream = self._streams.index(st)
+        while st.tickets and (st.tickets[0].embedding is None or st.tickets[0].embedding <= st.processed):
+            t = st.tickets.popleft()
+            label, score, top_k, full = st.result
+            prediction = Prediction(stream, t.index, t.timestamp, label, score, top_k, full,
+                                    1000 * (time.perf_counter() - t.t_push))
+            if self._callback is not None:
+                self._callback(prediction)
+            else:
+                st.ready.append(prediction)

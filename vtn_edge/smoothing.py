@@ -1,0 +1,69 @@
+"""Stable labels: probability smoothing, a score threshold and hysteresis. Pure and per stream."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from vtn_edge.errors import VtnEdgeError
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """How raw decoder probabilities become the label a user sees.
+
+    smoothing: None, "mean" (moving average of the last `window` results) or "ema"
+    (exponential, weight `alpha` on the newest). threshold: below it the label is None.
+    hold_seconds: a new label replaces the current one only after leading for this long.
+    """
+
+    smoothing: str | None = None
+    window: int = 8
+    alpha: float = 0.3
+    threshold: float = 0.0
+    hold_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.smoothing not in (None, "mean", "ema"):
+            raise VtnEdgeError(f"smoothing must be None, 'mean' or 'ema', got {self.smoothing!r}")
+        if not 0 < self.alpha <= 1 or self.window < 1 or not 0 <= self.threshold <= 1 or self.hold_seconds < 0:
+            raise VtnEdgeError("need 0 < alpha <= 1, window >= 1, 0 <= threshold <= 1, hold_seconds >= 0")
+
+
+class LabelStabilizer:
+    """Feed raw probabilities in time order; read back (class index or None, score, probabilities)."""
+
+    def __init__(self, policy: LabelPolicy):
+        self.policy = policy
+        self._recent: deque[np.ndarray] = deque(maxlen=policy.window)
+        self._ema: np.ndarray | None = None
+        self._current: int | None = None
+        self._candidate: int | None = None
+        self._candidate_since = 0.0
+
+    def update(self, probs: np.ndarray, timestamp: float) -> tuple[int | None, float, np.ndarray]:
+        smoothed = self._smooth(probs)
+        top = int(np.argmax(smoothed))
+        score = float(smoothed[top])
+        proposed = top if score >= self.policy.threshold else None
+        if self.policy.hold_seconds <= 0 or self._current == proposed:
+            self._current, self._candidate = proposed, None
+        elif proposed != self._candidate:
+            self._candidate, self._candidate_since = proposed, timestamp
+        elif timestamp - self._candidate_since >= self.policy.hold_seconds:
+            self._current, self._candidate = proposed, None
+        if self._current is None:
+            return None, score, smoothed
+        return self._current, float(smoothed[self._current]), smoothed
+
+    def _smooth(self, probs: np.ndarray) -> np.ndarray:
+        if self.policy.smoothing == "mean":
+            self._recent.append(probs)
+            return np.mean(self._recent, axis=0)
+        if self.policy.smoothing == "ema":
+            a = self.policy.alpha
+            self._ema = probs if self._ema is None else a * probs + (1 - a) * self._ema
+            return self._ema
+        return probs
