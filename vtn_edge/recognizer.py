@@ -265,6 +265,8 @@ class StreamingRecognizer:
                         k = st.processed + 1
                         self._decode(st, k, st.arrived.pop(k))
                         st.processed = k
+                        self._publish(st)  # before a newer result replaces this one
+                    continue
                 else:  # "sync": everything before it has been handled
                     event[1].set()
                     continue

@@ -171,8 +171,9 @@ def _draw_action(frame: np.ndarray, label: str, p: float, spec: ClipSpec, cx: fl
         scale = 0.2 + 0.8 * (p if label == "zoom_in" else 1 - p)
         cv2.fillPoly(frame, [_polygon(spec.shape, cx, cy, r * scale, spec.angle0)], color)
     elif label in ("rotate_cw", "rotate_ccw"):
-        sign = 1 if label == "rotate_cw" else -1  # image y points down: +angle turns clockwise
-        cv2.fillPoly(frame, [_arrow(cx, cy, r, spec.angle0 + sign * 240 * p)], color)
+        # the same 240 degrees of orientations, in opposite order (image y points down: + is clockwise)
+        turned = 240 * (p if label == "rotate_cw" else 1 - p)
+        cv2.fillPoly(frame, [_arrow(cx, cy, r, spec.angle0 + turned)], color)
     elif label in ("red_to_blue", "blue_to_red"):
         a = p if label == "red_to_blue" else 1 - p
         jitter = (np.asarray(color) - 127.5) * 0.15

@@ -1,0 +1,54 @@
+"""Metric definitions on hand-made predictions."""
+
+import numpy as np
+import pytest
+
+from vtn_edge.metrics import compute_metrics, segment_starts
+from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
+
+
+def test_clip_video_top5_and_mean_class_accuracy():
+    # three classes; video 0 (class 0): two segments, one right one wrong, average right
+    probs = [
+        np.array([[0.6, 0.3, 0.1], [0.3, 0.4, 0.3]]),  # mean [0.45, 0.35, 0.2] -> 0 (right)
+        np.array([[0.1, 0.8, 0.1]]),  # class 1, right
+        np.array([[0.5, 0.1, 0.4]]),  # class 2, predicted 0 (wrong)
+        np.array([[0.2, 0.2, 0.6]]),  # class 2, right
+    ]
+    r = compute_metrics([0, 1, 2, 2], probs, num_classes=3)
+    assert r.clip_top1 == pytest.approx(3 / 5)
+    assert r.video_top1 == pytest.approx(3 / 4)
+    assert r.video_top5 == 1.0
+    assert r.mean_class_accuracy == pytest.approx((1 + 1 + 0.5) / 3)
+    assert r.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert r.per_class_accuracy == (1.0, 1.0, 0.5)
+
+
+def test_segments_are_non_overlapping_32_frame_windows():
+    assert segment_starts(280, window=16, stride=2) == [0, 32, 64, 96, 128, 160, 192, 224]
+    assert segment_starts(20, window=16, stride=2) == [0]  # shorter: one looped segment
+
+
+def test_hysteresis_needs_the_label_to_hold():
+    stab = LabelStabilizer(LabelPolicy(hold_seconds=1.0))
+    a, b = np.array([0.9, 0.1]), np.array([0.1, 0.9])
+    assert stab.update(a, 0.0)[0] is None  # even the first label must hold
+    assert stab.update(a, 1.0)[0] == 0
+    assert stab.update(b, 1.5)[0] == 0  # b leads, but not for long enough
+    assert stab.update(a, 1.6)[0] == 0
+    assert stab.update(b, 2.0)[0] == 0
+    assert stab.update(b, 3.1)[0] == 1
+
+
+def test_smoothing_and_threshold():
+    ema = LabelStabilizer(LabelPolicy(smoothing="ema", alpha=0.5))
+    ema.update(np.array([1.0, 0.0]), 0)
+    label, score, smoothed = ema.update(np.array([0.0, 1.0]), 1)
+    assert smoothed.tolist() == [0.5, 0.5] and label == 0
+    mean = LabelStabilizer(LabelPolicy(smoothing="mean", window=2, threshold=0.7))
+    mean.update(np.array([1.0, 0.0]), 0)
+    mean.update(np.array([0.2, 0.8]), 1)
+    label, score, _ = mean.update(np.array([0.2, 0.8]), 2)
+    assert label == 1 and score == pytest.approx(0.8)
+    label, _, _ = mean.update(np.array([0.6, 0.4]), 3)
+    assert label is None  # top score 0.6 < threshold

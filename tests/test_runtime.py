@@ -1,0 +1,223 @@
+"""StreamingRecognizer on real IR models and the real clips in ../shared/data/videos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from vtn_edge import CompileOptions, LabelPolicy, StreamingRecognizer, load_model
+from vtn_edge.errors import FrameError, ModelError, SourceError
+from vtn_edge.metrics import softmax
+from vtn_edge.model import compile_pair
+from vtn_edge.preprocess import center_crop_resize
+from vtn_edge.video import read_frames
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _clips(shared_data):
+    return sorted((shared_data / "videos").iterdir())
+
+
+def test_every_frame_gets_a_prediction_in_order_for_every_clip(shared_data, built_models):
+    with StreamingRecognizer(built_models["int8"]) as rec:
+        for clip in _clips(shared_data):
+            rec_new = StreamingRecognizer(rec.model)  # fresh stream state per clip
+            with rec_new:
+                predictions = list(rec_new.run(clip))
+            frames = len(read_frames(clip))
+            assert [p.frame_index for p in predictions] == list(range(frames)), clip.name
+            assert not any(p.window_full for p in predictions[:30]), clip.name  # 16 sampled frames: 0..30
+            assert all(p.window_full and p.label in rec.labels for p in predictions[30:]), clip.name
+            assert all(p.label is None for p in predictions[:30])
+
+
+def test_predictions_equal_offline_decoder_on_the_same_sampled_frames(shared_data, built_models):
+    model = load_model(built_models["int8"])
+    options = CompileOptions()
+    clip = shared_data / "videos" / "arm_wrestling.mp4"
+    with StreamingRecognizer(model, options=options, top_k=4) as rec:
+        predictions = list(rec.run(clip))
+    frames = read_frames(clip)
+    encoder, decoder = compile_pair(model, options)
+    pre = model.manifest.preprocessing
+    for f in (30, 31, 100, 101, 278, 279):
+        last_sampled = f - f % 2
+        window = [center_crop_resize(frames[i], pre)[None] for i in range(last_sampled - 30, last_sampled + 1, 2)]
+        embeddings = np.stack([encoder([x])[0].reshape(-1) for x in window])
+        probs = softmax(decoder([embeddings[None]])[0].reshape(-1).astype(np.float64))
+        p = predictions[f]
+        assert p.label == model.manifest.labels[int(np.argmax(probs))]
+        for name, score in p.top_k:
+            assert score == pytest.approx(probs[model.manifest.labels.index(name)], abs=1e-5)
+
+
+def test_out_of_order_completion_keeps_frame_order(shared_data, built_models):
+    clip = shared_data / "videos" / "v_BaseballPitch_g01_c01.avi"
+    options = CompileOptions(mode="throughput")
+    with StreamingRecognizer(built_models["int8"], options=options, requests=4) as rec:
+        expected = [(p.frame_index, p.label, round(p.score, 5)) for p in rec.run(clip)]
+
+    completions: list[int] = []
+
+    class SlowEvenRequests(StreamingRecognizer):
+        def _on_encoded(self, request, userdata):
+            if userdata[1] % 3 == 0:
+                time.sleep(0.02)  # this request finishes after later ones
+            completions.append(userdata[1])
+            super()._on_encoded(request, userdata)
+
+    with SlowEvenRequests(built_models["int8"], options=options, requests=4) as rec:
+        got = [(p.frame_index, p.label, round(p.score, 5)) for p in rec.run(clip)]
+    assert completions != sorted(completions)  # requests really did complete out of order
+    assert got == expected
+
+
+def test_streams_equal_separate_recognizers(shared_data, built_models):
+    clips = _clips(shared_data)[:3]
+    frames = [read_frames(c, max_frames=80) for c in clips]
+    options = CompileOptions(mode="throughput")
+    separate = []
+    for fr in frames:
+        with StreamingRecognizer(built_models["int8"], options=options) as rec:
+            out = [p for f in fr for p in rec.push(f)] + rec.flush()
+            separate.append([(p.frame_index, p.label, p.score) for p in out])
+    with StreamingRecognizer(built_models["int8"], streams=3, options=options) as rec:
+        got = [[] for _ in clips]
+        for i in range(80):
+            for s in range(3):
+                for p in rec.push(frames[s][i], stream=s):
+                    got[p.stream].append((p.frame_index, p.label, p.score))
+        for p in rec.flush():
+            got[p.stream].append((p.frame_index, p.label, p.score))
+    for s in range(3):
+        assert [x[:2] for x in got[s]] == [x[:2] for x in separate[s]]
+        np.testing.assert_allclose([x[2] for x in got[s]], [x[2] for x in separate[s]], atol=1e-5)
+
+
+def test_open_model_zoo_pair_runs(shared_data, tmp_path):
+    """The reference encoder topology (random weights) + a decoder with the reference interface."""
+    ref = shared_data / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    shutil.copy(ref, tmp_path / "driver-encoder.xml")
+    end = max(int(layer.find("data").get("offset")) + int(layer.find("data").get("size"))
+              for layer in ET.parse(ref).getroot().iter("layer") if layer.get("type") == "Const")
+    rng = np.random.default_rng(0)
+    (rng.standard_normal(end // 4).astype(np.float32) * 0.05).tofile(tmp_path / "driver-encoder.bin")
+    labels = (shared_data / "labels" / "driver_actions.txt").read_text().split("\n")
+    labels = [x for x in labels if x.strip()]
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 16, 512], ov.Type.f32, name="0")
+    w = ops.constant(rng.standard_normal((512, len(labels))).astype(np.float32) * 0.05)
+    logits = ops.reduce_mean(ops.matmul(x, w, False, False), ops.constant(np.int64(1)), False)
+    ov.save_model(ov.Model([logits], [x], "decoder"), tmp_path / "driver-decoder.xml")
+    shutil.copy(shared_data / "labels" / "driver_actions.txt", tmp_path / "labels.txt")
+
+    model = load_model(tmp_path)
+    assert model.manifest.interface == "omz" and model.manifest.window == 16
+    assert model.manifest.preprocessing.input_size == 224 and model.manifest.labels[0] == labels[0]
+    with StreamingRecognizer(model) as rec:
+        predictions = list(rec.run(shared_data / "videos" / "short_32frames.mp4"))
+    assert len(predictions) == 32 and predictions[-1].window_full and predictions[-1].label in labels
+    (tmp_path / "labels.txt").write_text("only\ntwo\n")
+    with pytest.raises(ModelError, match="decoder has 9 classes but there are 2 labels"):
+        load_model(tmp_path)
+
+
+def test_bad_model_files(built_models, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nothing")
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_model(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(built_models["fp32"], broken)
+    (broken / "encoder.xml").write_text((broken / "encoder.xml").read_text()[:5000])
+    with pytest.raises(ModelError, match="not a readable OpenVINO IR"):
+        load_model(broken)
+    shutil.copy(built_models["fp32"] / "encoder.xml", broken / "encoder.xml")
+    (broken / "decoder.bin").unlink()
+    with pytest.raises(ModelError, match="missing weights file"):
+        load_model(broken)
+    shutil.copy(built_models["fp32"] / "decoder.bin", broken / "decoder.bin")
+    (broken / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(broken)
+
+
+def test_frames_of_every_kind(built_models, shared_data):
+    frame = read_frames(shared_data / "videos" / "carving_ice.mp4", max_frames=1)[0]
+    kinds = [frame, frame[:, :, 0], np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]),
+             frame.astype(np.uint16) * 257, frame[:100, :50], np.ascontiguousarray(frame[::-1])]
+    with StreamingRecognizer(built_models["int8"]) as rec:
+        for i in range(40):
+            rec.push(kinds[i % len(kinds)])
+        assert len(rec.flush()) + 0 >= 0
+        with pytest.raises(FrameError, match="empty frame"):
+            rec.push(np.zeros((0, 0, 3), np.uint8))
+        with pytest.raises(FrameError, match="not supported"):
+            rec.push(np.zeros((4, 4, 3), np.int32))
+        with pytest.raises(FrameError, match="cannot be None"):
+            rec.push(None)
+        out = rec.push(frame, wait=True)
+        assert out[-1].frame_index == 40  # refused frames did not advance the stream
+
+
+def test_sources_that_cannot_be_opened(built_models, tmp_path):
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"\x00" * 1000)
+    with StreamingRecognizer(built_models["int8"]) as rec:
+        with pytest.raises(SourceError, match="does not exist"):
+            list(rec.run(tmp_path / "absent.mp4"))
+        with pytest.raises(SourceError, match="cannot open"):
+            list(rec.run(bogus))
+
+
+def test_smoothing_threshold_and_hysteresis(built_models, shared_data):
+    policy = LabelPolicy(smoothing="ema", alpha=0.2, threshold=0.99, hold_seconds=0.5)
+    with StreamingRecognizer(built_models["int8"], policy=policy) as rec:
+        predictions = list(rec.run(shared_data / "videos" / "arm_wrestling.mp4"))
+    full = [p for p in predictions if p.window_full]
+    assert all(p.label is None or p.score >= 0.99 for p in full)
+
+
+def test_runtime_runs_without_torch(built_models, shared_data):
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'nncf', 'onnx'):
+            raise ImportError(name + ' is not installed')
+sys.meta_path.insert(0, Block())
+from vtn_edge import StreamingRecognizer
+with StreamingRecognizer({str(built_models['int8'])!r}) as rec:
+    n = sum(1 for p in rec.run({str(shared_data / 'videos' / 'short_32frames.mp4')!r}))
+print('FRAMES', n, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nncf', 'onnx')))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "FRAMES 32 []" in out.stdout
+
+
+def test_cli_run_json_and_bench(built_models, shared_data):
+    out = subprocess.run([sys.executable, "-m", "vtn_edge", "run", str(built_models["int8"]),
+                          str(shared_data / "videos" / "short_32frames.mp4"), "--json"],
+                         capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [x["frame"] for x in lines] == list(range(32))
+    assert lines[-1]["window_full"] and lines[-1]["label"] in ("fill", "empty", "zoom_in", "zoom_out")
+    bench = subprocess.run([sys.executable, "-m", "vtn_edge", "bench", str(built_models["int8"]), "--frames", "200",
+                            "--source", str(shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi"), "--json"],
+                           capture_output=True, text=True, check=True)
+    result = json.loads(bench.stdout)
+    assert result["e2e_fps"] > 0 and result["raw_schedule_fps"] > 0 and result["video_fps"] > 0
+    bad = subprocess.run([sys.executable, "-m", "vtn_edge", "run", "/nonexistent", "x.mp4"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,140 @@
+"""converter train / evaluate / dataset on tiny real video data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from converter.data.synth import CORE_CLASSES, PARTNERS, draw_spec, render_clip, write_dataset  # noqa: E402
+from converter.train import TrainOptions, train  # noqa: E402
+from vtn_edge.datasets import open_dataset  # noqa: E402
+from vtn_edge.errors import DataError  # noqa: E402
+from vtn_edge.video import read_frames  # noqa: E402
+
+FAST = dict(arch="mobilenetv2", input_size=64, epochs=1, batch_size=2, max_steps=2, workers=0, flip=False)
+
+
+def _run(tmp_path, data, **kw):
+    out = tmp_path / "run"
+    train(TrainOptions(data=str(data), out=str(out), **{**FAST, **kw}))
+    return out
+
+
+def test_folder_per_class_layout(tiny_dataset, tmp_path):
+    out = _run(tmp_path, tiny_dataset / "train" / "core", val=str(tiny_dataset / "val" / "core"))
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["epoch"] == 1 and np.isfinite(record["loss"])
+    assert (out / "best.safetensors").is_file() and (out / "last.safetensors").is_file()
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_list_file_layout(tiny_dataset, tmp_path):
+    root = tiny_dataset / "train" / "core"
+    labels = (root / "labels.txt").read_text().split()
+    lines = [f"{p.relative_to(root)} {labels.index(p.parent.name)}" for p in sorted(root.glob("*/*.mp4"))]
+    (root.parent / "train_list.txt").write_text("\n".join(lines) + "\n")
+    listed = open_dataset(root.parent / "train_list.txt", labels_file=root / "labels.txt")
+    assert len(listed) == 40 and listed.labels == tuple(labels)
+    # relative paths resolve against the list file's folder
+    (tmp_path / "list.txt").write_text("\n".join(f"{root}/{line}" for line in lines))
+    (tmp_path / "labels.txt").write_text("\n".join(labels))
+    _run(tmp_path, tmp_path / "list.txt")
+    (tmp_path / "bad.txt").write_text("a.mp4 7\n")
+    with pytest.raises(DataError, match="bad.txt:1"):
+        open_dataset(tmp_path / "bad.txt")
+
+
+def test_original_authors_layout(tiny_dataset, tmp_path):
+    """ActivityNet-style JSON, frames extracted as <root>/<label>/<video>/image_%05d.jpg."""
+    source = open_dataset(tiny_dataset / "val" / "core")
+    database = {}
+    for i, item in enumerate(source.items[:8]):
+        label = source.labels[item.label]
+        folder = tmp_path / label / f"v{i}"
+        folder.mkdir(parents=True)
+        for j, frame in enumerate(read_frames(item.path)):
+            cv2.imwrite(str(folder / f"image_{j + 1:05d}.jpg"), frame)
+        database[f"v{i}"] = {"subset": "training" if i % 2 == 0 else "validation", "annotations": {"label": label}}
+    (tmp_path / "annotation.json").write_text(json.dumps({"labels": list(source.labels), "database": database}))
+    assert len(open_dataset(tmp_path / "annotation.json", subset="training")) == 4
+    _run(tmp_path, tmp_path / "annotation.json", val=str(tmp_path / "annotation.json"))
+
+
+def test_undecodable_videos_are_skipped_and_an_empty_dataset_is_an_error(tmp_path, caplog):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "broken.mp4").write_bytes(b"junk")
+    with pytest.raises(DataError, match="no decodable video"):
+        _run(tmp_path, tmp_path)
+    assert "skipping" in caplog.text and "broken.mp4" in caplog.text
+
+
+def test_resume_continues_where_it_stopped(tiny_dataset, tmp_path):
+    out = _run(tmp_path, tiny_dataset / "train" / "core", epochs=1)
+    first = (out / "last.safetensors").read_bytes()
+    subprocess.run([sys.executable, "-m", "converter", "train", "--resume", str(out), "--epochs", "2"],
+                   check=True, capture_output=True)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert (out / "last.safetensors").read_bytes() != first
+
+
+def test_frozen_encoder_cache_is_reused(tiny_dataset, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    opts = dict(freeze_encoder=True, views=2, cache_dir=str(cache), max_steps=None, epochs=2)
+    _run(tmp_path / "a", tiny_dataset / "train" / "core", **opts)
+    files = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(files) == 40
+    caplog.clear()
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        _run(tmp_path / "b", tiny_dataset / "train" / "core", **opts)
+    assert "0 videos embedded, 40 from the cache" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+
+
+def test_distillation_from_a_two_stream_teacher(tiny_dataset, tmp_path, trained_checkpoint):
+    out = _run(tmp_path, tiny_dataset / "train" / "core", modality="stacked", input_size=96,
+               teachers=(str(trained_checkpoint), str(trained_checkpoint)))
+    assert np.isfinite(json.loads((out / "metrics.jsonl").read_text())["loss"])
+    with pytest.raises(Exception, match="cannot be combined with --freeze-encoder"):
+        _run(tmp_path / "x", tiny_dataset / "train" / "core", teachers=(str(trained_checkpoint),),
+             freeze_encoder=True)
+
+
+def test_two_processes_with_gloo(tiny_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "converter", "train", "--arch", "mobilenetv2", "--data", str(tiny_dataset / "train" / "core"),
+         "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--workers", "0",
+         "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # written once, by rank 0
+
+
+def test_synthetic_benchmark_is_deterministic_and_pairs_share_appearance(tmp_path):
+    a = write_dataset(tmp_path / "a", clips_per_class=1, seed=5, classes=("open", "swipe_left"), progress=False)
+    b = write_dataset(tmp_path / "b", clips_per_class=1, seed=5, classes=("open", "swipe_left"), progress=False)
+    digest = lambda root: sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.mp4"))  # noqa: E731
+    assert [digest(r) for r in a] == [digest(r) for r in b]
+    rng = np.random.default_rng(0)
+    for label in CORE_CLASSES[:14]:
+        spec = draw_spec(label, rng)
+        partner = type(spec)(**{**spec.__dict__, "label": PARTNERS[label], "start": 0.0, "end": 1.0})
+        spec = type(spec)(**{**spec.__dict__, "start": 0.0, "end": 1.0})
+        mean_a = np.mean([f.astype(np.float32) for f in render_clip(spec, 1)], axis=0)
+        mean_b = np.mean([f.astype(np.float32) for f in render_clip(partner, 1)], axis=0)
+        if label not in ("appear", "disappear"):  # a step in the middle is symmetric only on average
+            assert np.abs(mean_a - mean_b).mean() < 6.0, label
