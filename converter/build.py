@@ -82,12 +82,27 @@ class Verification:
     decoder_ms: float
 
     def row(self) -> tuple:
-        return (self.precision, self.clips, f"{self.embedding_cosine_min:.5f}", f"{self.embedding_cosine_mean:.5f}",
-                f"{self.logit_max_abs_diff:.4g}", f"{100 * self.top1_agreement:.1f}%",
-                f"{self.encoder_ms:.2f}", f"{self.decoder_ms:.2f}")
+        return (
+            self.precision,
+            self.clips,
+            f"{self.embedding_cosine_min:.5f}",
+            f"{self.embedding_cosine_mean:.5f}",
+            f"{self.logit_max_abs_diff:.4g}",
+            f"{100 * self.top1_agreement:.1f}%",
+            f"{self.encoder_ms:.2f}",
+            f"{self.decoder_ms:.2f}",
+        )
 
-    HEADERS = ("precision", "clips", "cos min", "cos mean", "logit max|diff|", "top-1 agree",
-               "encoder ms", "decoder ms")
+    HEADERS = (
+        "precision",
+        "clips",
+        "cos min",
+        "cos mean",
+        "logit max|diff|",
+        "top-1 agree",
+        "encoder ms",
+        "decoder ms",
+    )
 
 
 def _step(n: int, text: str) -> None:
@@ -103,8 +118,10 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
         checkpoint, fmt = DEFAULT_CHECKPOINTS[opts.arch], "ours"
         print(f"      using the shipped default model {checkpoint}")
     if checkpoint is None:
-        print("      WARNING: no --checkpoint and no shipped default for this arch: building an UNTRAINED "
-              "model with random weights. Its labels mean nothing; model.json records trained=false.")
+        print(
+            "      WARNING: no --checkpoint and no shipped default for this arch: building an UNTRAINED "
+            "model with random weights. Its labels mean nothing; model.json records trained=false."
+        )
         config = base.with_classes(labels) if labels else base
         torch.manual_seed(opts.seed)
         return build_vtn(config).eval(), False, None
@@ -113,7 +130,9 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
         if stored.arch != opts.arch:
             raise BuildError(f"{checkpoint} is a {stored.arch} VTN, but --arch {opts.arch} was given")
         if labels is not None and len(labels) != stored.num_classes:
-            raise BuildError(f"{opts.labels} has {len(labels)} labels but {checkpoint} has {stored.num_classes} classes")
+            raise BuildError(
+                f"{opts.labels} has {len(labels)} labels but {checkpoint} has {stored.num_classes} classes"
+            )
     model = load_any(checkpoint, fmt=fmt, config=base, labels=labels)
     if model.config.modality == "two_stream":
         raise BuildError("two-stream models have two encoders; build each stream (rgb, rgbdiff) separately")
@@ -127,7 +146,7 @@ def torch_reference(model: VTN, clips: list[np.ndarray]) -> tuple[np.ndarray, np
     pre = model.config.preprocessing
     with torch.no_grad():
         x = torch.from_numpy(normalize(np.stack(clips), pre))
-        embeddings = torch.cat([model.embed(x[i:i + 8]) for i in range(0, len(x), 8)])
+        embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
         logits = model.split()[1](embeddings)
     return embeddings.numpy(), logits.numpy()
 
@@ -159,7 +178,9 @@ def _median_ms(fn, runs: int = 40) -> float:
     return 1000 * float(np.median(times))
 
 
-def verify(encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndarray], manifest: Manifest) -> Verification:
+def verify(
+    encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndarray], manifest: Manifest
+) -> Verification:
     core = ov.Core()
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # measure the IR's own error, not bf16 execution
     enc = core.compile_model(encoder, "CPU", f32)
@@ -181,9 +202,13 @@ def verify(encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndar
     enc_in = list(encoder_inputs(clips[0], manifest)[0])
     dec_in = [ref_emb[0][None]]
     return Verification(
-        precision=manifest.precision, clips=len(clips), embedding_cosine_min=float(np.min(cosines)),
-        embedding_cosine_mean=float(np.mean(cosines)), logit_max_abs_diff=float(np.max(diffs)),
-        top1_agreement=float(np.mean(agree)), encoder_ms=_median_ms(lambda: enc_fast.infer(enc_in)),
+        precision=manifest.precision,
+        clips=len(clips),
+        embedding_cosine_min=float(np.min(cosines)),
+        embedding_cosine_mean=float(np.mean(cosines)),
+        logit_max_abs_diff=float(np.max(diffs)),
+        top1_agreement=float(np.mean(agree)),
+        encoder_ms=_median_ms(lambda: enc_fast.infer(enc_in)),
         decoder_ms=_median_ms(lambda: dec_fast.infer(dec_in)),
     )
 
@@ -216,10 +241,17 @@ def build(opts: BuildOptions) -> Path:
     config = model.config
     pre = config.preprocessing
     manifest = Manifest(
-        arch=config.arch, modality=config.modality, interface=opts.interface, precision=opts.precision,
-        labels=config.labels, window=config.window, stride=config.stride, preprocessing=pre, trained=trained,
-        checkpoint_sha256=sha, versions={"converter": converter.__version__, "openvino": ov.__version__,
-                                         "torch": torch.__version__},
+        arch=config.arch,
+        modality=config.modality,
+        interface=opts.interface,
+        precision=opts.precision,
+        labels=config.labels,
+        window=config.window,
+        stride=config.stride,
+        preprocessing=pre,
+        trained=trained,
+        checkpoint_sha256=sha,
+        versions={"converter": converter.__version__, "openvino": ov.__version__, "torch": torch.__version__},
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -235,8 +267,9 @@ def build(opts: BuildOptions) -> Path:
         if opts.precision == "int8":
             _step(4, "collecting calibration clips")
             if opts.calibration is not None:
-                calib = clips_from_path(opts.calibration, pre, window=window, stride=stride,
-                                        max_clips=opts.calibration_clips, min_clips=4)
+                calib = clips_from_path(
+                    opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
+                )
             else:
                 print("      no --calibration given: using the synthetic benchmark's clips")
                 calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
@@ -246,8 +279,9 @@ def build(opts: BuildOptions) -> Path:
 
         _step(5, "verifying the IR against torch on held-out clips")
         if opts.validation is not None:
-            held_out = clips_from_path(opts.validation, pre, window=window, stride=stride,
-                                       max_clips=opts.verify_clips, min_clips=1)
+            held_out = clips_from_path(
+                opts.validation, pre, window=window, stride=stride, max_clips=opts.verify_clips, min_clips=1
+            )
         else:
             held_out = synthetic_clips(opts.verify_clips, pre, window=window, stride=stride, seed=opts.seed + 7919)
         result = verify(encoder, decoder, model, held_out, manifest)
@@ -255,8 +289,12 @@ def build(opts: BuildOptions) -> Path:
         print(table)
         problems = check_tolerance(result, trained)
         if problems:
-            raise BuildError("the IR disagrees with torch beyond tolerance (" + "; ".join(problems) +
-                             "); no model was written:\n" + table)
+            raise BuildError(
+                "the IR disagrees with torch beyond tolerance ("
+                + "; ".join(problems)
+                + "); no model was written:\n"
+                + table
+            )
 
         _step(6, f"writing {out}")
         seconds = round(time.perf_counter() - started, 1)
@@ -277,14 +315,17 @@ def _as_dict(result: Verification) -> dict:
     return {k: getattr(result, k) for k in result.__dataclass_fields__}
 
 
-def _quantize_pair(encoder: ov.Model, decoder: ov.Model, calib: list[np.ndarray],
-                   manifest: Manifest) -> tuple[ov.Model, ov.Model]:
+def _quantize_pair(
+    encoder: ov.Model, decoder: ov.Model, calib: list[np.ndarray], manifest: Manifest
+) -> tuple[ov.Model, ov.Model]:
     frames = [inputs for clip in calib for inputs in encoder_inputs(clip, manifest)]
     frames = frames[:: max(1, len(frames) // 300)][:300]
     print(f"      quantising the encoder on {len(frames)} frames from {len(calib)} clips")
     float_encoder = ov.Core().compile_model(encoder, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    windows = [ir_embeddings(float_encoder, clip, manifest)[None] for clip in
-               tqdm(calib, desc="embedding windows", unit="clip", leave=False)]
+    windows = [
+        ir_embeddings(float_encoder, clip, manifest)[None]
+        for clip in tqdm(calib, desc="embedding windows", unit="clip", leave=False)
+    ]
     q_encoder = quantize(encoder, [list(f) for f in frames])
     print(f"      quantising the decoder on {len(windows)} embedding windows (transformer model type)")
     q_decoder = quantize(decoder, windows, transformer=True)

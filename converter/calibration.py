@@ -22,8 +22,9 @@ from vtn_edge.video import VIDEO_SUFFIXES, read_frames, sample_indices
 log = logging.getLogger(__name__)
 
 
-def clip_from_frames(frames: list[np.ndarray], pre: Preprocessing, *, window: int, stride: int,
-                     start: int = 0) -> np.ndarray:
+def clip_from_frames(
+    frames: list[np.ndarray], pre: Preprocessing, *, window: int, stride: int, start: int = 0
+) -> np.ndarray:
     idx = sample_indices(len(frames), window=window, stride=stride, start=start)
     return np.stack([center_crop_resize(frames[i], pre) for i in idx])
 
@@ -51,8 +52,9 @@ def _video_paths(path: Path) -> list[Path]:
     return [item.path for item in open_dataset(path).items]
 
 
-def clips_from_path(path: str | Path, pre: Preprocessing, *, window: int, stride: int, max_clips: int,
-                    min_clips: int) -> list[np.ndarray]:
+def clips_from_path(
+    path: str | Path, pre: Preprocessing, *, window: int, stride: int, max_clips: int, min_clips: int
+) -> list[np.ndarray]:
     """Up to `max_clips` clips (two per video at most) from a video, folder, list file or JSON."""
     path = Path(path)
     if not path.exists():

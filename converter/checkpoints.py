@@ -59,8 +59,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------- our format
-def save_checkpoint(model: VTN | TwoStreamVTN, path: str | Path, *, half: bool = False,
-                    extra: dict[str, str] | None = None) -> Path:
+def save_checkpoint(
+    model: VTN | TwoStreamVTN, path: str | Path, *, half: bool = False, extra: dict[str, str] | None = None
+) -> Path:
     """Write weights as safetensors with the model's config in the file's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,20 +94,24 @@ def read_config(path: str | Path) -> VTNConfig:
     return VTNConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
 
 
-def load_checkpoint(path: str | Path, *, labels: tuple[str, ...] | None = None,
-                    reinit_head: bool = False) -> VTN | TwoStreamVTN:
+def load_checkpoint(
+    path: str | Path, *, labels: tuple[str, ...] | None = None, reinit_head: bool = False
+) -> VTN | TwoStreamVTN:
     """Rebuild the model from one of our checkpoints (float32, eval mode)."""
     config = read_config(path)
     state = load_file(str(path))
     target_config = config.with_classes(labels) if labels is not None else config
     model = build_vtn(target_config)
-    load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-               reinit_head=reinit_head, source=str(path))
+    load_state(
+        model,
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+        reinit_head=reinit_head,
+        source=str(path),
+    )
     return model.eval()
 
 
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, reinit_head: bool,
-               source: str) -> KeyReport:
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, reinit_head: bool, source: str) -> KeyReport:
     """Load strictly; with `reinit_head`, classifier mismatches are allowed and left at init."""
     own = model.state_dict()
     report = compare_keys(own, state)
@@ -117,8 +122,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], *, reinit_head:
     if not report.ok:
         head_conflict = any(k.endswith("fc.weight") for k, _, _ in report.shape_conflicts)
         hint = " (a different class count needs --reinit-head)" if head_conflict else ""
-        raise CheckpointError(f"{source} does not fit a {model.config.arch} "
-                              f"{model.config.modality} VTN{hint}:\n{report.describe()}")
+        raise CheckpointError(
+            f"{source} does not fit a {model.config.arch} {model.config.modality} VTN{hint}:\n{report.describe()}"
+        )
     model.load_state_dict(state, strict=not reinit_head)
     return report
 
@@ -127,8 +133,7 @@ def compare_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -
     missing = tuple(k for k in own if k not in state)
     unexpected = tuple(k for k in state if k not in own)
     conflicts = tuple(
-        (k, tuple(own[k].shape), tuple(state[k].shape))
-        for k in own if k in state and own[k].shape != state[k].shape
+        (k, tuple(own[k].shape), tuple(state[k].shape)) for k in own if k in state and own[k].shape != state[k].shape
     )
     return KeyReport(missing, unexpected, conflicts)
 
@@ -146,8 +151,9 @@ def _torch_load(path: str | Path) -> object:
             f"when loaded ({str(exc).splitlines()[0]})"
         ) from None
     except Exception as exc:  # torch raises many types for damaged files; all mean "unreadable"
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or "
-                              f"another format?): {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated or another format?): {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def original_to_ours(state: dict[str, torch.Tensor], model: VTN) -> dict[str, torch.Tensor]:
@@ -156,13 +162,13 @@ def original_to_ours(state: dict[str, torch.Tensor], model: VTN) -> dict[str, to
     out = {}
     for key, value in state.items():
         if key.startswith("resnet."):
-            index, _, rest = key[len("resnet."):].partition(".")
+            index, _, rest = key[len("resnet.") :].partition(".")
             if index.isdigit() and int(index) < len(children):
                 key = f"encoder.backbone.{children[int(index)]}.{rest}"
         elif key.startswith("reduce_conv."):
             key = "encoder." + key
         elif key.startswith("self_attention_decoder."):
-            key = "decoder." + key[len("self_attention_decoder."):]
+            key = "decoder." + key[len("self_attention_decoder.") :]
         out[key] = value
     return out
 
@@ -174,19 +180,20 @@ def ours_to_original(model: VTN) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in model.state_dict().items():
         if key.startswith("encoder.backbone."):
-            rest = key[len("encoder.backbone."):]
+            rest = key[len("encoder.backbone.") :]
             child = next(c for c in sorted(children, key=len, reverse=True) if rest.startswith(c + "."))
-            key = f"resnet.{index[child]}.{rest[len(child) + 1:]}"
+            key = f"resnet.{index[child]}.{rest[len(child) + 1 :]}"
         elif key.startswith("encoder.reduce_conv."):
-            key = key[len("encoder."):]
+            key = key[len("encoder.") :]
         elif key.startswith("decoder."):
-            key = "self_attention_decoder." + key[len("decoder."):]
+            key = "self_attention_decoder." + key[len("decoder.") :]
         out[key] = value
     return out
 
 
-def load_original(path: str | Path, config: VTNConfig, *, labels: tuple[str, ...] | None = None,
-                  reinit_head: bool = False) -> VTN | TwoStreamVTN:
+def load_original(
+    path: str | Path, config: VTNConfig, *, labels: tuple[str, ...] | None = None, reinit_head: bool = False
+) -> VTN | TwoStreamVTN:
     """Load an original-format checkpoint into a model built from `config` (arch/modality).
 
     The class count comes from the checkpoint unless `labels` say otherwise.
@@ -202,14 +209,13 @@ def load_original(path: str | Path, config: VTNConfig, *, labels: tuple[str, ...
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if labels is None:
         classes = _original_classes(state, config.num_classes)
-        labels = config.labels if classes == config.num_classes else tuple(
-            f"class_{i}" for i in range(classes))
+        labels = config.labels if classes == config.num_classes else tuple(f"class_{i}" for i in range(classes))
     config = config.with_classes(labels)
     model = build_vtn(config)
     if isinstance(model, TwoStreamVTN):
         ours = {}
         for prefix, sub, attr in (("rgb_recoder.", model.rgb, "rgb"), ("motion_decoder.", model.motion, "motion")):
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             ours.update({f"{attr}.{k}": v for k, v in original_to_ours(part, sub).items()})
         ours.update({k: v for k, v in state.items() if not k.startswith(("rgb_recoder.", "motion_decoder."))})
     else:
@@ -235,8 +241,14 @@ def save_original(model: VTN, path: str | Path, *, epoch: int = 0) -> Path:
     return Path(path)
 
 
-def load_any(path: str | Path, *, fmt: str = "ours", config: VTNConfig | None = None,
-             labels: tuple[str, ...] | None = None, reinit_head: bool = False) -> VTN | TwoStreamVTN:
+def load_any(
+    path: str | Path,
+    *,
+    fmt: str = "ours",
+    config: VTNConfig | None = None,
+    labels: tuple[str, ...] | None = None,
+    reinit_head: bool = False,
+) -> VTN | TwoStreamVTN:
     """One entry point for the CLI: our format, or the original one given arch/modality."""
     if fmt == "ours":
         return load_checkpoint(path, labels=labels, reinit_head=reinit_head)
@@ -263,8 +275,11 @@ def load_backbone_weights(model: VTN, path: str | Path) -> KeyReport:
         state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} holds no state dict of backbone weights")
-    state = {k.removeprefix("module."): v for k, v in state.items()
-             if not k.removeprefix("module.").startswith(("fc.", "classifier.", "last_linear."))}
+    state = {
+        k.removeprefix("module."): v
+        for k, v in state.items()
+        if not k.removeprefix("module.").startswith(("fc.", "classifier.", "last_linear."))
+    }
     backbone = model.encoder.backbone
     own = backbone.state_dict()
     conv_in = next(k for k in own if k.endswith("weight") and own[k].dim() == 4)
@@ -273,7 +288,6 @@ def load_backbone_weights(model: VTN, path: str | Path) -> KeyReport:
         state[conv_in] = torch.cat((state[conv_in], state[conv_in]), dim=1) / 2
     report = compare_keys(own, state)
     if not report.ok:
-        raise CheckpointError(f"{path} does not fit the {model.config.arch} backbone:\n"
-                              f"{report.describe()}")
+        raise CheckpointError(f"{path} does not fit the {model.config.arch} backbone:\n{report.describe()}")
     backbone.load_state_dict(state)
     return report

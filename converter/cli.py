@@ -21,25 +21,35 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from converter.models.vtn import build_vtn
     from vtn_edge.report import format_table
 
-    config = VTNConfig(arch=args.arch, modality=args.modality, num_classes=args.num_classes,
-                       layer_norm=args.layer_norm)
+    config = VTNConfig(arch=args.arch, modality=args.modality, num_classes=args.num_classes, layer_norm=args.layer_norm)
     rows = complexity(build_vtn(config))
-    print(f"{args.arch} VTN, modality {args.modality}, {args.num_classes} classes, "
-          f"input {config.preprocessing.input_size}px, window {config.window}")
-    print(format_table(["part", "params (M)", "GMAC"],
-                       [(r.part, f"{r.params_m:.2f}", f"{r.gmac:.3f}") for r in rows]))
+    print(
+        f"{args.arch} VTN, modality {args.modality}, {args.num_classes} classes, "
+        f"input {config.preprocessing.input_size}px, window {config.window}"
+    )
+    print(format_table(["part", "params (M)", "GMAC"], [(r.part, f"{r.params_m:.2f}", f"{r.gmac:.3f}") for r in rows]))
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from converter.build import BuildOptions, build
 
-    build(BuildOptions(
-        arch=args.arch, modality=args.modality, checkpoint=args.checkpoint,
-        checkpoint_format=args.checkpoint_format, labels=args.labels, precision=args.precision,
-        calibration=args.calibration, validation=args.validation, interface=args.interface, out=args.out,
-        force=args.force, seed=args.seed,
-    ))
+    build(
+        BuildOptions(
+            arch=args.arch,
+            modality=args.modality,
+            checkpoint=args.checkpoint,
+            checkpoint_format=args.checkpoint_format,
+            labels=args.labels,
+            precision=args.precision,
+            calibration=args.calibration,
+            validation=args.validation,
+            interface=args.interface,
+            out=args.out,
+            force=args.force,
+            seed=args.seed,
+        )
+    )
     return 0
 
 
@@ -59,22 +69,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not args.arch or not args.data:
         raise VtnEdgeError("train needs --arch and --data (or --resume RUN)")
-    train(TrainOptions(
-        arch=args.arch, data=str(args.data), val=str(args.val) if args.val else None,
-        labels=str(args.labels) if args.labels else None, modality=args.modality, epochs=args.epochs or 50,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
-        backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
-        init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
-        freeze_encoder=args.freeze_encoder, views=args.views, input_size=args.input_size, window=args.window,
-        stride=args.stride, flip=not args.no_flip, workers=args.workers,
-        teachers=tuple(str(t) for t in args.teacher), kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
-        seed=args.seed, max_steps=args.max_steps, out=str(args.out),
-    ))
+    train(
+        TrainOptions(
+            arch=args.arch,
+            data=str(args.data),
+            val=str(args.val) if args.val else None,
+            labels=str(args.labels) if args.labels else None,
+            modality=args.modality,
+            epochs=args.epochs or 50,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            patience=args.patience,
+            backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
+            init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
+            freeze_encoder=args.freeze_encoder,
+            views=args.views,
+            input_size=args.input_size,
+            window=args.window,
+            stride=args.stride,
+            flip=not args.no_flip,
+            workers=args.workers,
+            teachers=tuple(str(t) for t in args.teacher),
+            kd_temperature=args.kd_temperature,
+            kd_alpha=args.kd_alpha,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            out=str(args.out),
+        )
+    )
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
 
     import torch
     from tqdm import tqdm
@@ -95,9 +122,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         with torch.no_grad():
             return model(torch.from_numpy(normalize(clip, pre))[None])[0].numpy()
 
-    result = evaluate_dataset(dataset, predict, pre, window=model.config.window, stride=model.config.stride,
-                              progress=lambda items: tqdm(items, desc="evaluate", unit="video"))
+    result = evaluate_dataset(
+        dataset,
+        predict,
+        pre,
+        window=model.config.window,
+        stride=model.config.stride,
+        progress=lambda items: tqdm(items, desc="evaluate", unit="video"),
+    )
     report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    return 0
+
+
+def _cmd_temporal(args: argparse.Namespace) -> int:
+    from converter.temporal import temporal_report
+    from vtn_edge.report import format_table
+
+    report = temporal_report(args.checkpoint, args.data, args.val, args.cache_dir)
+    print(f"{report.clips} held-out clips (every cached view of {args.val})")
+    print(format_table(["check", "result"], report.rows()))
     return 0
 
 
@@ -130,11 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--checkpoint-format", default="ours", choices=("ours", "original"))
     build.add_argument("--labels", type=Path, help="class names, one a line")
     build.add_argument("--precision", default="int8", choices=("int8", "fp16", "fp32"))
-    build.add_argument("--calibration", type=Path,
-                       help="videos for INT8 calibration: a folder, list file or JSON (default: synthetic clips)")
+    build.add_argument(
+        "--calibration",
+        type=Path,
+        help="videos for INT8 calibration: a folder, list file or JSON (default: synthetic clips)",
+    )
     build.add_argument("--validation", type=Path, help="held-out videos for verification (default: synthetic)")
-    build.add_argument("--interface", default="native", choices=("native", "omz"),
-                       help="native: uint8 BGR NHWC frames in; omz: the Open Model Zoo reference interface")
+    build.add_argument(
+        "--interface",
+        default="native",
+        choices=("native", "omz"),
+        help="native: uint8 BGR NHWC frames in; omz: the Open Model Zoo reference interface",
+    )
     build.add_argument("--out", type=Path, help="default: ir_models/<arch>-<modality>-<precision>")
     build.add_argument("--force", action="store_true", help="replace an existing output directory")
     build.add_argument("--seed", type=int, default=0)
@@ -151,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--weight-decay", type=float, default=1e-4)
     train.add_argument("--patience", type=int, default=3, help="epochs without val improvement before lr / 10")
-    train.add_argument("--backbone-weights", type=Path,
-                       help="ImageNet weights: torchvision-format .pth/.safetensors, or the MobileNetV2 .tflite")
+    train.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="ImageNet weights: torchvision-format .pth/.safetensors, or the MobileNetV2 .tflite",
+    )
     train.add_argument("--init-checkpoint", type=Path, help="start from one of our checkpoints (new head)")
     train.add_argument("--freeze-encoder", action="store_true", help="cache embeddings, train the decoder alone")
     train.add_argument("--views", type=int, default=4, help="cached clips per video with --freeze-encoder")
@@ -161,8 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stride", type=int, default=2)
     train.add_argument("--no-flip", action="store_true", help="no horizontal flips (they swap left and right)")
     train.add_argument("--workers", type=int, default=2, help="decoding processes")
-    train.add_argument("--teacher", type=Path, action="append", default=[],
-                       help="distil from this checkpoint (twice: an RGB + RGB-diff two-stream teacher)")
+    train.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        default=[],
+        help="distil from this checkpoint (twice: an RGB + RGB-diff two-stream teacher)",
+    )
     train.add_argument("--kd-temperature", type=float, default=4.0)
     train.add_argument("--kd-alpha", type=float, default=0.5)
     train.add_argument("--max-steps", type=int, help="cap steps per epoch (smoke tests)")
@@ -182,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--confusion-png", type=Path)
     evaluate.set_defaults(func=_cmd_evaluate)
 
+    temporal = sub.add_parser("temporal", help="does the model use frame order? reversal and order-blind baseline")
+    temporal.add_argument("--checkpoint", type=Path, required=True)
+    temporal.add_argument("--data", type=Path, required=True, help="training clips (fits the baseline)")
+    temporal.add_argument("--val", type=Path, required=True, help="held-out clips of the benchmark")
+    temporal.add_argument("--cache-dir", type=Path, default=Path("runs/embedding-cache"))
+    temporal.set_defaults(func=_cmd_temporal)
+
     dataset = sub.add_parser("dataset", help="datasets: `synth` writes the temporal benchmark")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
     synth = dataset_sub.add_parser("synth", help="procedurally rendered actions whose frame order decides the class")
@@ -199,8 +264,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     signal.signal(signal.SIGTERM, _terminate)  # clean up like Ctrl-C: no half-written output
     try:
         return args.func(args)

@@ -34,9 +34,11 @@ def _params_m(*modules: torch.nn.Module) -> float:
 def complexity(model: VTN | TwoStreamVTN) -> list[Complexity]:
     """Rows: encoder (per frame), decoder (per window, classifier included), and their sum."""
     if isinstance(model, TwoStreamVTN):
-        rows = [Complexity(f"{name}/{row.part}", row.params_m, row.gmac)
-                for name, sub in (("rgb", model.rgb), ("motion", model.motion))
-                for row in complexity(sub)[:2]]
+        rows = [
+            Complexity(f"{name}/{row.part}", row.params_m, row.gmac)
+            for name, sub in (("rgb", model.rgb), ("motion", model.motion))
+            for row in complexity(sub)[:2]
+        ]
         return rows + [Complexity("total", sum(r.params_m for r in rows), sum(r.gmac for r in rows))]
     model = model.eval()
     encoder, decoder = model.split()

@@ -51,9 +51,7 @@ class VTNConfig:
         if not self.labels:
             object.__setattr__(self, "labels", tuple(f"class_{i}" for i in range(self.num_classes)))
         elif len(self.labels) != self.num_classes:
-            raise ConfigError(
-                f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
-            )
+            raise ConfigError(f"{len(self.labels)} labels given for a model with {self.num_classes} classes")
         object.__setattr__(self, "labels", tuple(self.labels))
 
     @property

@@ -42,8 +42,9 @@ class FrameEmbedder:
         self.pairs = model.config.uses_difference
         example = torch.zeros(1, 3, size, size)
         shapes = [ov.PartialShape([-1, 3, size, size])] * (2 if self.pairs else 1)
-        converted = ov.convert_model(model.encoder.eval(), example_input=(example, example) if self.pairs else example,
-                                     input=shapes)
+        converted = ov.convert_model(
+            model.encoder.eval(), example_input=(example, example) if self.pairs else example, input=shapes
+        )
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -62,8 +63,10 @@ class EmbeddingCache:
 
     def _path(self, video: Path, window: int, stride: int) -> Path:
         stat = video.stat()
-        key = f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{window}|{stride}|{self.views}|{self.flip}|" \
-              f"{self.fingerprint}"
+        key = (
+            f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{window}|{stride}|{self.views}|{self.flip}|"
+            f"{self.fingerprint}"
+        )
         return self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
     def embed_dataset(self, clips: ClipDataset, desc: str) -> list[np.ndarray]:

@@ -49,8 +49,10 @@ def export_onnx(model: VTN, out_dir: Path, *, interface: str) -> tuple[Path, Pat
         raise ExportError(f"unknown interface {interface!r}; choose one of: {', '.join(INTERFACES)}")
     config = model.config
     if interface == "omz" and (config.modality != "rgb" or config.window != 16):
-        raise ExportError("--interface omz is the reference RGB interface with a 16-frame window; "
-                          f"this model is {config.modality} with window {config.window}: use --interface native")
+        raise ExportError(
+            "--interface omz is the reference RGB interface with a 16-frame window; "
+            f"this model is {config.modality} with window {config.window}: use --interface native"
+        )
     size = config.preprocessing.input_size
     encoder, decoder = model.eval().split()
     frame = torch.zeros(1, 3, size, size)
@@ -67,10 +69,24 @@ def export_onnx(model: VTN, out_dir: Path, *, interface: str) -> tuple[Path, Pat
     enc_path, dec_path = out_dir / ENCODER_ONNX, out_dir / DECODER_ONNX
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(enc_module, enc_args, str(enc_path), input_names=enc_in, output_names=enc_out,
-                          opset_version=17, dynamo=False)
-        torch.onnx.export(decoder, (torch.zeros(1, config.seq_len, EMBED_DIM),), str(dec_path),
-                          input_names=dec_in, output_names=["logits"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            enc_module,
+            enc_args,
+            str(enc_path),
+            input_names=enc_in,
+            output_names=enc_out,
+            opset_version=17,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            decoder,
+            (torch.zeros(1, config.seq_len, EMBED_DIM),),
+            str(dec_path),
+            input_names=dec_in,
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
     return enc_path, dec_path
 
 

@@ -64,8 +64,7 @@ def read_tflite_mobilenetv2(path: str | Path) -> TFLiteMobileNetV2:
             raise TFLiteWeightsError(f"{path}: convolution {conv.get_friendly_name()} has no bias add")
         outputs.append(bias)
     # evaluate every weight and bias subgraph at once (they depend on constants only)
-    values = ov.Core().compile_model(ov.Model(outputs, [], "weights"), "CPU",
-                                     {"INFERENCE_PRECISION_HINT": "f32"})({})
+    values = ov.Core().compile_model(ov.Model(outputs, [], "weights"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({})
     arrays = [np.asarray(values[i]) for i in range(len(outputs))]
 
     reference = MobileNetV2()
@@ -84,8 +83,11 @@ def read_tflite_mobilenetv2(path: str | Path) -> TFLiteMobileNetV2:
         state[f"{bn}.running_mean"] = torch.zeros(bias.shape[0])
         state[f"{bn}.running_var"] = torch.full((bias.shape[0],), 1 - eps)
     fc_w, fc_b = arrays[-2], arrays[-1]
-    return TFLiteMobileNetV2(state, torch.from_numpy(fc_w.reshape(fc_w.shape[0], -1).astype(np.float32)),
-                             torch.from_numpy(fc_b.reshape(-1).astype(np.float32)))
+    return TFLiteMobileNetV2(
+        state,
+        torch.from_numpy(fc_w.reshape(fc_w.shape[0], -1).astype(np.float32)),
+        torch.from_numpy(fc_b.reshape(-1).astype(np.float32)),
+    )
 
 
 def _bn_after(conv_name: str) -> str:

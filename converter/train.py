@@ -103,16 +103,27 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
     pre = Preprocessing(input_size=opts.input_size, resize_short=opts.input_size)
     if opts.backbone_weights and Path(opts.backbone_weights).suffix == ".tflite":
         from converter.tflite_weights import TFLITE_MEAN, TFLITE_STD
+
         pre = replace(pre, mean=TFLITE_MEAN, std=TFLITE_STD)
     if opts.init_checkpoint:
         model = load_checkpoint(opts.init_checkpoint, labels=labels, reinit_head=True)
-        config = replace(model.config, window=opts.window, stride=opts.stride,
-                         preprocessing=replace(model.config.preprocessing, input_size=opts.input_size,
-                                               resize_short=opts.input_size))
+        config = replace(
+            model.config,
+            window=opts.window,
+            stride=opts.stride,
+            preprocessing=replace(model.config.preprocessing, input_size=opts.input_size, resize_short=opts.input_size),
+        )
         model.config = config
         return model
-    config = VTNConfig(arch=opts.arch, modality=opts.modality, num_classes=len(labels), labels=labels,
-                       window=opts.window, stride=opts.stride, preprocessing=pre)
+    config = VTNConfig(
+        arch=opts.arch,
+        modality=opts.modality,
+        num_classes=len(labels),
+        labels=labels,
+        window=opts.window,
+        stride=opts.stride,
+        preprocessing=pre,
+    )
     model = build_vtn(config)
     if isinstance(model, VTN) and opts.backbone_weights:
         path = Path(opts.backbone_weights)
@@ -120,6 +131,7 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
             if opts.arch != "mobilenetv2":
                 raise TrainError(f"{path} is a MobileNetV2; it cannot initialise a {opts.arch} encoder")
             from converter.tflite_weights import read_tflite_mobilenetv2
+
             model.encoder.backbone.load_state_dict(read_tflite_mobilenetv2(path).backbone)
         else:
             load_backbone_weights(model, path)
@@ -138,11 +150,16 @@ def _load_teachers(opts: TrainOptions, device: torch.device) -> list[torch.nn.Mo
     return teachers
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, temperature: float,
-                      alpha: float) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, temperature: float, alpha: float
+) -> torch.Tensor:
     """Hinton et al.: (1 - alpha) CE on labels + alpha T^2 KL on softened teacher targets."""
-    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
-                    reduction="batchmean") * temperature ** 2
+    soft = (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1), reduction="batchmean"
+        )
+        * temperature**2
+    )
     return (1 - alpha) * F.cross_entropy(student, labels) + alpha * soft
 
 
@@ -172,8 +189,9 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
 
     train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
     val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
-    train_clips = ClipDataset(train_items, pre, window=opts.window, stride=opts.stride, train=True,
-                              flip=opts.flip, seed=opts.seed)
+    train_clips = ClipDataset(
+        train_items, pre, window=opts.window, stride=opts.stride, train=True, flip=opts.flip, seed=opts.seed
+    )
     val_clips = ClipDataset(val_items, pre, window=opts.window, stride=opts.stride, train=False)
 
     if opts.freeze_encoder:
@@ -199,8 +217,15 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     if dist.is_initialized():
         net = torch.nn.parallel.DistributedDataParallel(trainable)
     sampler = DistributedSampler(train_data, seed=opts.seed) if dist.is_initialized() else None
-    loader = DataLoader(train_data, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=workers, persistent_workers=workers > 0, drop_last=len(train_data) > opts.batch_size)
+    loader = DataLoader(
+        train_data,
+        batch_size=opts.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=len(train_data) > opts.batch_size,
+    )
     val_loader = DataLoader(val_data, batch_size=opts.batch_size, num_workers=workers) if len(val_data) else None
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
@@ -213,8 +238,9 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        state = _RunState(epoch=int(saved["epoch"]), best_acc=float(saved["best_acc"]),
-                          history=json.loads(saved["history"]))
+        state = _RunState(
+            epoch=int(saved["epoch"]), best_acc=float(saved["best_acc"]), history=json.loads(saved["history"])
+        )
         torch.set_rng_state(saved["rng"])
         if rank == 0:
             print(f"resuming {out} after epoch {state.epoch}")
@@ -231,21 +257,40 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         val_loss, val_acc = _validate(trainable, val_loader, device) if val_loader else (loss, acc)
         scheduler.step(val_loss)
         state.epoch = epoch
-        record = {"epoch": epoch, "loss": loss, "acc": acc, "val_loss": val_loss, "val_acc": val_acc,
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1)}
+        record = {
+            "epoch": epoch,
+            "loss": loss,
+            "acc": acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         state.history.append(record)
         if rank == 0:
-            print(f"epoch {epoch}: loss {loss:.4f} acc {acc:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
-                  f"| lr {record['lr']:.1e} | {record['seconds']} s", flush=True)
+            print(
+                f"epoch {epoch}: loss {loss:.4f} acc {acc:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
+                f"| lr {record['lr']:.1e} | {record['seconds']} s",
+                flush=True,
+            )
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(model, out / "last.safetensors")
             if val_acc > state.best_acc:
                 state.best_acc = val_acc
                 save_checkpoint(model, out / "best.safetensors")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_acc": state.best_acc,
-                        "history": json.dumps(state.history), "rng": torch.get_rng_state()}, out / "state.pt.partial")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_acc": state.best_acc,
+                    "history": json.dumps(state.history),
+                    "rng": torch.get_rng_state(),
+                },
+                out / "state.pt.partial",
+            )
             os.replace(out / "state.pt.partial", out / "state.pt")
             plot_curves(state.history, out / "curves.png")
     if dist.is_initialized():
@@ -253,8 +298,9 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     return out
 
 
-def _run_epoch(net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int,
-               model: VTN) -> tuple[float, float]:
+def _run_epoch(
+    net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int, model: VTN
+) -> tuple[float, float]:
     net.train()
     if opts.freeze_encoder:
         model.encoder.eval()

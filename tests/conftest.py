@@ -29,8 +29,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from converter.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("tiny_synth")
-    write_dataset(root / "train", clips_per_class=10, seed=11, splits=("core",), classes=TINY_CLASSES,
-                  progress=False)
+    write_dataset(root / "train", clips_per_class=10, seed=11, splits=("core",), classes=TINY_CLASSES, progress=False)
     write_dataset(root / "val", clips_per_class=8, seed=12, splits=("core",), classes=TINY_CLASSES, progress=False)
     return root
 
@@ -43,10 +42,23 @@ def trained_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
 
     tflite = SHARED_DATA / "pretrained" / "mobilenet_v2_1.0_224_quant.tflite"
     out = tmp_path_factory.mktemp("tiny_run")
-    train(TrainOptions(arch="mobilenetv2", data=str(tiny_dataset / "train" / "core"),
-                       val=str(tiny_dataset / "val" / "core"), out=str(out), freeze_encoder=True, views=2,
-                       input_size=TINY_SIZE, epochs=12, batch_size=8, lr=1e-3, workers=0, flip=False,
-                       backbone_weights=str(tflite) if tflite.is_file() else None))
+    train(
+        TrainOptions(
+            arch="mobilenetv2",
+            data=str(tiny_dataset / "train" / "core"),
+            val=str(tiny_dataset / "val" / "core"),
+            out=str(out),
+            freeze_encoder=True,
+            views=2,
+            input_size=TINY_SIZE,
+            epochs=12,
+            batch_size=8,
+            lr=1e-3,
+            workers=0,
+            flip=False,
+            backbone_weights=str(tflite) if tflite.is_file() else None,
+        )
+    )
     return out / "best.safetensors"
 
 
@@ -57,9 +69,17 @@ def built_models(trained_checkpoint, tiny_dataset, tmp_path_factory) -> dict[str
 
     root = tmp_path_factory.mktemp("ir")
     return {
-        precision: build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, precision=precision,
-                                      out=root / f"tiny-{precision}", calibration=tiny_dataset / "train" / "core",
-                                      validation=tiny_dataset / "val" / "core", calibration_clips=24,
-                                      verify_clips=40))
+        precision: build(
+            BuildOptions(
+                arch="mobilenetv2",
+                checkpoint=trained_checkpoint,
+                precision=precision,
+                out=root / f"tiny-{precision}",
+                calibration=tiny_dataset / "train" / "core",
+                validation=tiny_dataset / "val" / "core",
+                calibration_clips=24,
+                verify_clips=40,
+            )
+        )
         for precision in ("int8", "fp16", "fp32")
     }

@@ -33,8 +33,16 @@ def test_every_precision_is_verified_against_torch(built_models):
             assert v["top1_agreement"] >= 0.97 and v["embedding_cosine_min"] >= 0.999
         else:
             assert v["top1_agreement"] >= 0.97 and v["embedding_cosine_mean"] >= 0.97, v
-        for name in ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin", "encoder.onnx", "decoder.onnx",
-                     "labels.txt", "model.json"):
+        for name in (
+            "encoder.xml",
+            "encoder.bin",
+            "decoder.xml",
+            "decoder.bin",
+            "encoder.onnx",
+            "decoder.onnx",
+            "labels.txt",
+            "model.json",
+        ):
             assert (directory / name).is_file(), name
         assert (directory / "labels.txt").read_text().split() == list(manifest.labels)
 
@@ -60,7 +68,9 @@ def test_int8_really_is_quantised_and_smaller(built_models):
         f = core.read_model(built_models["fp32"] / f"{part}.xml")
         assert count_quantized_ops(q) > 10
         assert count_quantized_ops(f) == 0
-        assert (built_models["int8"] / f"{part}.bin").stat().st_size < 0.4 * (built_models["fp32"] / f"{part}.bin").stat().st_size
+        assert (built_models["int8"] / f"{part}.bin").stat().st_size < 0.4 * (
+            built_models["fp32"] / f"{part}.bin"
+        ).stat().st_size
 
 
 def test_plain_openvino_runs_the_native_ir(built_models):
@@ -82,11 +92,15 @@ def _omz_io(xml_path):
 
 
 def test_omz_interface_matches_reference_topology(shared_data, tmp_path):
-    out = build(BuildOptions(arch="mobilenetv2", precision="fp32", interface="omz", out=tmp_path / "omz",
-                             verify_clips=2))
+    out = build(
+        BuildOptions(arch="mobilenetv2", precision="fp32", interface="omz", out=tmp_path / "omz", verify_clips=2)
+    )
     core = ov.Core()
     ours = core.read_model(out / "encoder.xml")
-    ref_xml = shared_data / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    ref_xml = (
+        shared_data
+        / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    )
     params, _ = _omz_io(ref_xml)
     (param,) = params
     ref_shape = [int(d.text) for d in param.find("output").find("port").findall("dim")]
@@ -102,8 +116,16 @@ def test_omz_interface_matches_reference_topology(shared_data, tmp_path):
 
 def test_omz_refuses_difference_modalities(tmp_path):
     with pytest.raises(Exception, match="interface omz"):
-        build(BuildOptions(arch="mobilenetv2", modality="rgbdiff", precision="fp32", interface="omz",
-                           out=tmp_path / "x", verify_clips=2))
+        build(
+            BuildOptions(
+                arch="mobilenetv2",
+                modality="rgbdiff",
+                precision="fp32",
+                interface="omz",
+                out=tmp_path / "x",
+                verify_clips=2,
+            )
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -126,9 +148,22 @@ def test_bad_input_messages(tmp_path, trained_checkpoint):
         args = ["--arch", "mobilenetv2", flag, value] if flag != "--arch" else [flag, value]
         out = subprocess.run([sys.executable, "-m", "converter", "build", *args], capture_output=True, text=True)
         assert out.returncode == 2 and "invalid choice" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "converter", "build", "--arch", "resnet34",
-                          "--checkpoint", str(trained_checkpoint), "--out", str(tmp_path / "r")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "converter",
+            "build",
+            "--arch",
+            "resnet34",
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "is a mobilenetv2 VTN, but --arch resnet34" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
@@ -137,9 +172,23 @@ def test_bad_input_messages(tmp_path, trained_checkpoint):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_build_leaves_no_model_directory(tmp_path, trained_checkpoint, sig):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "converter", "build", "--arch", "mobilenetv2",
-                             "--checkpoint", str(trained_checkpoint), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "converter",
+            "build",
+            "--arch",
+            "mobilenetv2",
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # wait until it is halfway: calibrating
         if line.startswith("[4/6]"):
             break
@@ -157,7 +206,8 @@ def test_interrupted_build_leaves_no_model_directory(tmp_path, trained_checkpoin
 
 @pytest.mark.slow
 def test_resnet34_int8_build(tmp_path, trained_checkpoint):
-    out = build(BuildOptions(arch="resnet34", precision="int8", out=tmp_path / "r34", calibration_clips=16,
-                             verify_clips=8))
+    out = build(
+        BuildOptions(arch="resnet34", precision="int8", out=tmp_path / "r34", calibration_clips=16, verify_clips=8)
+    )
     manifest = Manifest.load(out / "model.json")
     assert manifest.arch == "resnet34" and manifest.verification["embedding_cosine_min"] >= 0.95

@@ -27,8 +27,13 @@ SIZE = 64
 
 # ------------------------------------------------------------ the authors' layout, by hand
 def _bn(prefix: str, c: int) -> dict:
-    return {f"{prefix}.weight": [c], f"{prefix}.bias": [c], f"{prefix}.running_mean": [c],
-            f"{prefix}.running_var": [c], f"{prefix}.num_batches_tracked": []}
+    return {
+        f"{prefix}.weight": [c],
+        f"{prefix}.bias": [c],
+        f"{prefix}.running_mean": [c],
+        f"{prefix}.running_var": [c],
+        f"{prefix}.num_batches_tracked": [],
+    }
 
 
 def resnet34_original_table(classes: int) -> dict[str, list[int]]:
@@ -84,9 +89,18 @@ def _random_state(table: dict[str, list[int]], seed: int = 0) -> dict[str, torch
 
 def reference_resnet34_vtn(state: dict[str, torch.Tensor], clip: torch.Tensor) -> torch.Tensor:
     """The original model's forward, written functionally from the state dict."""
+
     def bn(x, p):
-        return F.batch_norm(x, state[f"{p}.running_mean"], state[f"{p}.running_var"],
-                            state[f"{p}.weight"], state[f"{p}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            x,
+            state[f"{p}.running_mean"],
+            state[f"{p}.running_var"],
+            state[f"{p}.weight"],
+            state[f"{p}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     b, t = clip.shape[:2]
     x = clip.flatten(0, 1)
@@ -117,8 +131,14 @@ def reference_resnet34_vtn(state: dict[str, torch.Tensor], clip: torch.Tensor) -
 
 def _write_original(path, state, *, module_prefix: bool):
     prefix = "module." if module_prefix else ""
-    torch.save({"epoch": 7, "state_dict": {prefix + k: v for k, v in state.items()},
-                "optimizer": {"state": {}, "param_groups": []}}, path)
+    torch.save(
+        {
+            "epoch": 7,
+            "state_dict": {prefix + k: v for k, v in state.items()},
+            "optimizer": {"state": {}, "param_groups": []},
+        },
+        path,
+    )
 
 
 @pytest.mark.parametrize("module_prefix", [False, True])
@@ -150,6 +170,7 @@ def test_original_mobilenetv2_layout_with_reduce_conv(tmp_path):
     table["resnet.18.0.weight"] = [1280, 320, 1, 1]
     table.update(_bn("resnet.18.1", 1280))
     from converter.checkpoints import ours_to_original
+
     written = {k: tuple(v.shape) for k, v in ours_to_original(model).items()}
     for key, shape in table.items():
         assert written[key] == tuple(shape), key
@@ -177,8 +198,10 @@ def test_original_rgbdiff_keys_under_motion_decoder(tmp_path):
 
 def test_original_two_stream(tmp_path):
     base = _random_state(resnet34_original_table(4))
-    state = {**{"rgb_recoder." + k: v for k, v in base.items()},
-             **{"motion_decoder." + k: v * 0.5 for k, v in base.items()}}
+    state = {
+        **{"rgb_recoder." + k: v for k, v in base.items()},
+        **{"motion_decoder." + k: v * 0.5 for k, v in base.items()},
+    }
     path = tmp_path / "two.pth"
     torch.save({"epoch": 1, "state_dict": state, "optimizer": {}}, path)
     model = load_any(path, fmt="original", config=VTNConfig(arch="resnet34", modality="two_stream"))
@@ -206,11 +229,11 @@ def test_mismatch_names_keys_and_shapes_and_reinit_head(tmp_path):
     labels = tuple("abcde")
     with pytest.raises(CheckpointError, match=r"shape conflict at fc.weight.*\[5, 512\].*\[10, 512\]"):
         load_any(path, fmt="original", config=VTNConfig(arch="resnet34"), labels=labels)
-    model = load_any(path, fmt="original", config=VTNConfig(arch="resnet34"), labels=labels,
-                     reinit_head=True)
+    model = load_any(path, fmt="original", config=VTNConfig(arch="resnet34"), labels=labels, reinit_head=True)
     assert model.fc.out_features == 5
-    torch.testing.assert_close(model.decoder.layers[2].slf_attn.w_qs,
-                               good["self_attention_decoder.layers.2.slf_attn.w_qs"])
+    torch.testing.assert_close(
+        model.decoder.layers[2].slf_attn.w_qs, good["self_attention_decoder.layers.2.slf_attn.w_qs"]
+    )
 
 
 class _Evil:
@@ -249,8 +272,15 @@ def test_refuses_pickled_code_truncated_and_non_checkpoints(tmp_path):
 @pytest.mark.parametrize("modality", ["rgb", "stacked", "two_stream"])
 def test_our_format_round_trip_is_exact(tmp_path, modality):
     torch.manual_seed(0)
-    config = VTNConfig(arch="mobilenetv2", modality=modality, num_classes=3, labels=("a", "b", "c"),
-                       layer_norm=True, window=12, stride=3)
+    config = VTNConfig(
+        arch="mobilenetv2",
+        modality=modality,
+        num_classes=3,
+        labels=("a", "b", "c"),
+        layer_norm=True,
+        window=12,
+        stride=3,
+    )
     model = build_vtn(config).eval()
     path = save_checkpoint(model, tmp_path / "ckpt.safetensors")
     assert read_config(path) == config

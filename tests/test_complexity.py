@@ -31,12 +31,12 @@ def test_counts_match_reference(arch):
 
 
 def test_info_cli_prints_table():
-    out = subprocess.run([sys.executable, "-m", "converter", "info", "--arch", "resnet34"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "converter", "info", "--arch", "resnet34"], capture_output=True, text=True, check=True
+    ).stdout
     assert "| encoder (per frame)  | 21.28      | 3.663 |" in out
 
 
 def test_info_cli_rejects_unknown_arch():
-    out = subprocess.run([sys.executable, "-m", "converter", "info", "--arch", "vgg"],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "converter", "info", "--arch", "vgg"], capture_output=True, text=True)
     assert out.returncode == 2 and "mobilenetv2" in out.stderr

@@ -17,7 +17,8 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import vtn_edge
 for mod in pkgutil.walk_packages(vtn_edge.__path__, "vtn_edge."):
-    importlib.import_module(mod.name)
+    if not mod.name.endswith("__main__"):
+        importlib.import_module(mod.name)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)
 print("LOADED", loaded)
 """

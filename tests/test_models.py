@@ -77,7 +77,7 @@ def test_decoder_matches_reference_maths():
         outs = []
         for head in range(8):
             q, k, v = h @ att.w_qs[head], h @ att.w_ks[head], h @ att.w_vs[head]
-            outs.append(torch.softmax(q @ k.transpose(-1, -2) / 512 ** 0.5, -1) @ v)
+            outs.append(torch.softmax(q @ k.transpose(-1, -2) / 512**0.5, -1) @ v)
         h = torch.cat(outs, dim=-1) + h
         ffn = layer.pos_ffn
         inner = torch.relu(h @ ffn.w_1.weight[:, :, 0].T + ffn.w_1.bias)

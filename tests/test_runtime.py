@@ -105,10 +105,16 @@ def test_streams_equal_separate_recognizers(shared_data, built_models):
 
 def test_open_model_zoo_pair_runs(shared_data, tmp_path):
     """The reference encoder topology (random weights) + a decoder with the reference interface."""
-    ref = shared_data / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    ref = (
+        shared_data
+        / "omz-topologies/driver-action-recognition-adas-0002/driver-action-recognition-adas-0002-encoder.xml"
+    )
     shutil.copy(ref, tmp_path / "driver-encoder.xml")
-    end = max(int(layer.find("data").get("offset")) + int(layer.find("data").get("size"))
-              for layer in ET.parse(ref).getroot().iter("layer") if layer.get("type") == "Const")
+    end = max(
+        int(layer.find("data").get("offset")) + int(layer.find("data").get("size"))
+        for layer in ET.parse(ref).getroot().iter("layer")
+        if layer.get("type") == "Const"
+    )
     rng = np.random.default_rng(0)
     (rng.standard_normal(end // 4).astype(np.float32) * 0.05).tofile(tmp_path / "driver-encoder.bin")
     labels = (shared_data / "labels" / "driver_actions.txt").read_text().split("\n")
@@ -154,8 +160,14 @@ def test_bad_model_files(built_models, tmp_path):
 
 def test_frames_of_every_kind(built_models, shared_data):
     frame = read_frames(shared_data / "videos" / "carving_ice.mp4", max_frames=1)[0]
-    kinds = [frame, frame[:, :, 0], np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]),
-             frame.astype(np.uint16) * 257, frame[:100, :50], np.ascontiguousarray(frame[::-1])]
+    kinds = [
+        frame,
+        frame[:, :, 0],
+        np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]),
+        frame.astype(np.uint16) * 257,
+        frame[:100, :50],
+        np.ascontiguousarray(frame[::-1]),
+    ]
     with StreamingRecognizer(built_models["int8"]) as rec:
         for i in range(40):
             rec.push(kinds[i % len(kinds)])
@@ -197,8 +209,8 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(name + ' is not installed')
 sys.meta_path.insert(0, Block())
 from vtn_edge import StreamingRecognizer
-with StreamingRecognizer({str(built_models['int8'])!r}) as rec:
-    n = sum(1 for p in rec.run({str(shared_data / 'videos' / 'short_32frames.mp4')!r}))
+with StreamingRecognizer({str(built_models["int8"])!r}) as rec:
+    n = sum(1 for p in rec.run({str(shared_data / "videos" / "short_32frames.mp4")!r}))
 print('FRAMES', n, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nncf', 'onnx')))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -207,17 +219,43 @@ print('FRAMES', n, sorted(m for m in sys.modules if m.split('.')[0] in ('torch',
 
 
 def test_cli_run_json_and_bench(built_models, shared_data):
-    out = subprocess.run([sys.executable, "-m", "vtn_edge", "run", str(built_models["int8"]),
-                          str(shared_data / "videos" / "short_32frames.mp4"), "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vtn_edge",
+            "run",
+            str(built_models["int8"]),
+            str(shared_data / "videos" / "short_32frames.mp4"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [x["frame"] for x in lines] == list(range(32))
     assert lines[-1]["window_full"] and lines[-1]["label"] in ("fill", "empty", "zoom_in", "zoom_out")
-    bench = subprocess.run([sys.executable, "-m", "vtn_edge", "bench", str(built_models["int8"]), "--frames", "200",
-                            "--source", str(shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi"), "--json"],
-                           capture_output=True, text=True, check=True)
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vtn_edge",
+            "bench",
+            str(built_models["int8"]),
+            "--frames",
+            "200",
+            "--source",
+            str(shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(bench.stdout)
     assert result["e2e_fps"] > 0 and result["raw_schedule_fps"] > 0 and result["video_fps"] > 0
-    bad = subprocess.run([sys.executable, "-m", "vtn_edge", "run", "/nonexistent", "x.mp4"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vtn_edge", "run", "/nonexistent", "x.mp4"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

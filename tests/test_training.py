@@ -81,8 +81,11 @@ def test_undecodable_videos_are_skipped_and_an_empty_dataset_is_an_error(tmp_pat
 def test_resume_continues_where_it_stopped(tiny_dataset, tmp_path):
     out = _run(tmp_path, tiny_dataset / "train" / "core", epochs=1)
     first = (out / "last.safetensors").read_bytes()
-    subprocess.run([sys.executable, "-m", "converter", "train", "--resume", str(out), "--epochs", "2"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "converter", "train", "--resume", str(out), "--epochs", "2"],
+        check=True,
+        capture_output=True,
+    )
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     assert (out / "last.safetensors").read_bytes() != first
@@ -104,22 +107,55 @@ def test_frozen_encoder_cache_is_reused(tiny_dataset, tmp_path, caplog):
 
 
 def test_distillation_from_a_two_stream_teacher(tiny_dataset, tmp_path, trained_checkpoint):
-    out = _run(tmp_path, tiny_dataset / "train" / "core", modality="stacked", input_size=96,
-               teachers=(str(trained_checkpoint), str(trained_checkpoint)))
+    out = _run(
+        tmp_path,
+        tiny_dataset / "train" / "core",
+        modality="stacked",
+        input_size=96,
+        teachers=(str(trained_checkpoint), str(trained_checkpoint)),
+    )
     assert np.isfinite(json.loads((out / "metrics.jsonl").read_text())["loss"])
     with pytest.raises(Exception, match="cannot be combined with --freeze-encoder"):
-        _run(tmp_path / "x", tiny_dataset / "train" / "core", teachers=(str(trained_checkpoint),),
-             freeze_encoder=True)
+        _run(tmp_path / "x", tiny_dataset / "train" / "core", teachers=(str(trained_checkpoint),), freeze_encoder=True)
 
 
 def test_two_processes_with_gloo(tiny_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "converter", "train", "--arch", "mobilenetv2", "--data", str(tiny_dataset / "train" / "core"),
-         "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--workers", "0",
-         "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "converter",
+            "train",
+            "--arch",
+            "mobilenetv2",
+            "--data",
+            str(tiny_dataset / "train" / "core"),
+            "--input-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "2",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # written once, by rank 0
 

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from vtn_edge.types import Prediction
 
 _LAZY = {
-    "StreamingRecognizer": "vtn_edge.recognizer", "Prediction": "vtn_edge.types",
-    "LabelPolicy": "vtn_edge.smoothing", "CompileOptions": "vtn_edge.model", "load_model": "vtn_edge.model",
+    "StreamingRecognizer": "vtn_edge.recognizer",
+    "Prediction": "vtn_edge.types",
+    "LabelPolicy": "vtn_edge.smoothing",
+    "CompileOptions": "vtn_edge.model",
+    "load_model": "vtn_edge.model",
     "VtnEdgeError": "vtn_edge.errors",
 }
 

@@ -46,13 +46,31 @@ class BenchResult:
 
     def table(self) -> str:
         rows = [
-            ("encoder (1 frame)", f"{self.encoder.p50_ms:.2f}", f"{self.encoder.p99_ms:.2f}", f"{self.encoder.per_second:.0f}/s"),
-            ("decoder (1 window)", f"{self.decoder.p50_ms:.2f}", f"{self.decoder.p99_ms:.2f}", f"{self.decoder.per_second:.0f}/s"),
+            (
+                "encoder (1 frame)",
+                f"{self.encoder.p50_ms:.2f}",
+                f"{self.encoder.p99_ms:.2f}",
+                f"{self.encoder.per_second:.0f}/s",
+            ),
+            (
+                "decoder (1 window)",
+                f"{self.decoder.p50_ms:.2f}",
+                f"{self.decoder.p99_ms:.2f}",
+                f"{self.decoder.per_second:.0f}/s",
+            ),
             (f"raw schedule (stride {self.stride})", "", "", f"{self.raw_schedule_fps:.0f} frames/s"),
-            (f"end-to-end, decoded frames, {self.streams} stream(s)", f"{self.e2e_latency_all.p50_ms:.2f}",
-             f"{self.e2e_latency_all.p99_ms:.2f}", f"{self.e2e_fps:.0f} frames/s"),
-            ("  latency of encoded frames", f"{self.e2e_latency_encoded.p50_ms:.2f}",
-             f"{self.e2e_latency_encoded.p99_ms:.2f}", ""),
+            (
+                f"end-to-end, decoded frames, {self.streams} stream(s)",
+                f"{self.e2e_latency_all.p50_ms:.2f}",
+                f"{self.e2e_latency_all.p99_ms:.2f}",
+                f"{self.e2e_fps:.0f} frames/s",
+            ),
+            (
+                "  latency of encoded frames",
+                f"{self.e2e_latency_encoded.p50_ms:.2f}",
+                f"{self.e2e_latency_encoded.p99_ms:.2f}",
+                "",
+            ),
             ("  end-to-end / raw", "", "", f"{100 * self.e2e_ratio:.0f}%"),
         ]
         if self.video_fps is not None:
@@ -93,8 +111,15 @@ def _read_frames(source: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-def run_bench(model: VtnModel, *, source: Path | None = None, streams: int = 1, frames: int = 2000,
-              options: CompileOptions | None = None, runs: int = 300) -> BenchResult:
+def run_bench(
+    model: VtnModel,
+    *,
+    source: Path | None = None,
+    streams: int = 1,
+    frames: int = 2000,
+    options: CompileOptions | None = None,
+    runs: int = 300,
+) -> BenchResult:
     options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
     manifest = model.manifest
     encoder, decoder = compile_pair(model, options)
@@ -125,9 +150,18 @@ def run_bench(model: VtnModel, *, source: Path | None = None, streams: int = 1, 
     latencies = [p.latency_ms / 1000 for p in predictions]
     encoded = [p.latency_ms / 1000 for p in predictions if p.frame_index % stride == 0]
     return BenchResult(
-        model=str(model.path), streams=streams, frames=frames, stride=stride, encoder=enc_t, decoder=dec_t,
-        raw_schedule_fps=raw_fps, e2e_fps=e2e, e2e_latency_all=Timing.of(latencies),
-        e2e_latency_encoded=Timing.of(encoded), e2e_ratio=e2e / raw_fps, video_fps=video_fps,
+        model=str(model.path),
+        streams=streams,
+        frames=frames,
+        stride=stride,
+        encoder=enc_t,
+        decoder=dec_t,
+        raw_schedule_fps=raw_fps,
+        e2e_fps=e2e,
+        e2e_latency_all=Timing.of(latencies),
+        e2e_latency_encoded=Timing.of(encoded),
+        e2e_ratio=e2e / raw_fps,
+        video_fps=video_fps,
         video_ratio=None if video_fps is None else video_fps / raw_fps,
         settings={**options.properties(), "device": options.device},
     )

@@ -18,8 +18,14 @@ def _compile_options(args: argparse.Namespace, streams: int = 1):
     from vtn_edge.model import CompileOptions
 
     mode = args.mode or ("throughput" if streams > 1 else "latency")
-    return CompileOptions(device=args.device, mode=mode, threads=args.threads, streams=args.ov_streams,
-                          precision_hint=args.precision_hint, cache_dir=args.cache_dir)
+    return CompileOptions(
+        device=args.device,
+        mode=mode,
+        threads=args.threads,
+        streams=args.ov_streams,
+        precision_hint=args.precision_hint,
+        cache_dir=args.cache_dir,
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -35,19 +41,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for p in rec.run(source, loop=args.loop):
             count += 1
             if args.json:
-                print(json.dumps({"frame": p.frame_index, "time": round(p.timestamp, 3), "label": p.label,
-                                  "score": round(p.score, 4), "window_full": p.window_full,
-                                  "latency_ms": round(p.latency_ms, 2),
-                                  "top_k": [[n, round(s, 4)] for n, s in p.top_k]}), flush=False)
+                print(
+                    json.dumps(
+                        {
+                            "frame": p.frame_index,
+                            "time": round(p.timestamp, 3),
+                            "label": p.label,
+                            "score": round(p.score, 4),
+                            "window_full": p.window_full,
+                            "latency_ms": round(p.latency_ms, 2),
+                            "top_k": [[n, round(s, 4)] for n, s in p.top_k],
+                        }
+                    ),
+                    flush=False,
+                )
             elif p.frame_index % args.every == 0:
                 label = p.label if p.window_full else "(filling the window)"
-                print(f"frame {p.frame_index:6d}  t={p.timestamp:7.2f}s  {label!s:<28} {p.score:.3f}  "
-                      f"{p.latency_ms:6.2f} ms")
+                print(
+                    f"frame {p.frame_index:6d}  t={p.timestamp:7.2f}s  {label!s:<28} {p.score:.3f}  "
+                    f"{p.latency_ms:6.2f} ms"
+                )
             if args.max_frames and count >= args.max_frames:
                 break
     seconds = time.perf_counter() - started
-    print(f"{count} frames in {seconds:.2f} s: {count / max(seconds, 1e-9):.1f} frames/s (decoding included)",
-          file=sys.stderr if args.json else sys.stdout)
+    print(
+        f"{count} frames in {seconds:.2f} s: {count / max(seconds, 1e-9):.1f} frames/s (decoding included)",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     return 0
 
 
@@ -80,8 +100,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 print(f"evaluate: {i}/{len(items)} videos", file=sys.stderr, flush=True)
             yield item
 
-    result = evaluate_dataset(dataset, predict, manifest.preprocessing, window=manifest.window,
-                              stride=manifest.stride, progress=progress)
+    result = evaluate_dataset(
+        dataset, predict, manifest.preprocessing, window=manifest.window, stride=manifest.stride, progress=progress
+    )
     report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
     return 0
 
@@ -90,11 +111,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from vtn_edge.bench import run_bench
     from vtn_edge.model import load_model
 
-    result = run_bench(load_model(args.model), source=args.source, streams=args.streams, frames=args.frames,
-                       options=_compile_options(args, args.streams))
+    result = run_bench(
+        load_model(args.model),
+        source=args.source,
+        streams=args.streams,
+        frames=args.frames,
+        options=_compile_options(args, args.streams),
+    )
     if args.edge_profile:
-        result = type(result)(**{**result.__dict__, "settings": {**result.settings,
-                                                                 "ONEDNN_MAX_CPU_ISA": EDGE_ISA}})
+        result = type(result)(**{**result.__dict__, "settings": {**result.settings, "ONEDNN_MAX_CPU_ISA": EDGE_ISA}})
     print(json.dumps(result.to_dict()) if args.json else result.table())
     return 0
 
@@ -140,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams", type=int, default=1)
     bench.add_argument("--frames", type=int, default=2000)
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--edge-profile", action="store_true",
-                       help=f"a low-power CPU: one inference thread, instruction set capped at {EDGE_ISA}")
+    bench.add_argument(
+        "--edge-profile",
+        action="store_true",
+        help=f"a low-power CPU: one inference thread, instruction set capped at {EDGE_ISA}",
+    )
     _add_compile_flags(bench)
     bench.set_defaults(func=_cmd_bench)
     return parser

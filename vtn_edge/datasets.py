@@ -33,8 +33,9 @@ class VideoDataset:
         return len(self.items)
 
 
-def open_dataset(path: str | Path, *, labels_file: str | Path | None = None,
-                 subset: str = "validation") -> VideoDataset:
+def open_dataset(
+    path: str | Path, *, labels_file: str | Path | None = None, subset: str = "validation"
+) -> VideoDataset:
     """Open any of the three layouts; `subset` selects from a JSON annotation."""
     path = Path(path)
     if path.is_dir():
@@ -75,8 +76,9 @@ def _list_file(path: Path, labels_file: str | Path | None) -> VideoDataset:
             continue
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= len(labels):
-            raise DataError(f"{path}:{number}: expected 'relative/path label_index' with an index "
-                            f"below {len(labels)}, got {line!r}")
+            raise DataError(
+                f"{path}:{number}: expected 'relative/path label_index' with an index below {len(labels)}, got {line!r}"
+            )
         items.append(VideoItem(path.parent / parts[0], int(parts[1])))
     if not items:
         raise DataError(f"list file {path} is empty")

@@ -42,9 +42,7 @@ class Preprocessing:
         if self.color_order not in ("RGB", "BGR"):
             raise ModelError(f"color_order must be 'RGB' or 'BGR', got {self.color_order!r}")
         if self.resize_short < self.input_size:
-            raise ModelError(
-                f"resize_short ({self.resize_short}) must be >= input_size ({self.input_size})"
-            )
+            raise ModelError(f"resize_short ({self.resize_short}) must be >= input_size ({self.input_size})")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:

@@ -33,8 +33,14 @@ class EvalResult:
     skipped: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, float | int]:
-        return {"clip@1": self.clip_top1, "video@1": self.video_top1, "top5": self.video_top5,
-                "mean_class_acc": self.mean_class_accuracy, "videos": self.videos, "clips": self.clips}
+        return {
+            "clip@1": self.clip_top1,
+            "video@1": self.video_top1,
+            "top5": self.video_top5,
+            "mean_class_acc": self.mean_class_accuracy,
+            "videos": self.videos,
+            "clips": self.clips,
+        }
 
 
 def segment_starts(num_frames: int, *, window: int, stride: int) -> list[int]:
@@ -42,8 +48,9 @@ def segment_starts(num_frames: int, *, window: int, stride: int) -> list[int]:
     return [i * span for i in range(max(1, num_frames // span))]
 
 
-def compute_metrics(video_labels: Sequence[int], segment_probs: Sequence[np.ndarray],
-                    num_classes: int, skipped: Sequence[str] = ()) -> EvalResult:
+def compute_metrics(
+    video_labels: Sequence[int], segment_probs: Sequence[np.ndarray], num_classes: int, skipped: Sequence[str] = ()
+) -> EvalResult:
     """`segment_probs[v]` is [segments, classes] for video v (softmax probabilities)."""
     if len(video_labels) != len(segment_probs) or not video_labels:
         raise VtnEdgeError(f"{len(video_labels)} labels for {len(segment_probs)} videos: need one per video, >= 1")
@@ -75,8 +82,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def evaluate_dataset(dataset: VideoDataset, predict: Callable[[np.ndarray], np.ndarray], pre: Preprocessing, *,
-                     window: int, stride: int, progress: Callable | None = None) -> EvalResult:
+def evaluate_dataset(
+    dataset: VideoDataset,
+    predict: Callable[[np.ndarray], np.ndarray],
+    pre: Preprocessing,
+    *,
+    window: int,
+    stride: int,
+    progress: Callable | None = None,
+) -> EvalResult:
     """Run `predict` ([window, S, S, 3] uint8 BGR clip -> logits) over every segment of every video."""
     labels, probs, skipped = [], [], []
     items = dataset.items if progress is None else progress(dataset.items)

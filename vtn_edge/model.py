@@ -70,8 +70,9 @@ def _read(core: ov.Core, path: Path) -> ov.Model:
     try:
         return core.read_model(str(path))
     except RuntimeError as exc:
-        raise ModelError(f"{path} is not a readable OpenVINO IR (corrupt or truncated?): "
-                         f"{str(exc).strip().splitlines()[-1][:200]}") from None
+        raise ModelError(
+            f"{path} is not a readable OpenVINO IR (corrupt or truncated?): {str(exc).strip().splitlines()[-1][:200]}"
+        ) from None
 
 
 def _rt_manifest(model: ov.Model) -> Manifest | None:
@@ -86,9 +87,11 @@ def _find_pair(directory: Path) -> tuple[Path, Path]:
     encoders = sorted(directory.glob("*encoder*.xml"))
     decoders = sorted(directory.glob("*decoder*.xml"))
     if len(encoders) != 1 or len(decoders) != 1:
-        raise ModelError(f"{directory} is not a model directory: expected {ENCODER_XML} and {DECODER_XML} "
-                         f"(from `converter build`) or one *encoder*.xml and one *decoder*.xml; found "
-                         f"{[p.name for p in encoders + decoders] or 'none'}")
+        raise ModelError(
+            f"{directory} is not a model directory: expected {ENCODER_XML} and {DECODER_XML} "
+            f"(from `converter build`) or one *encoder*.xml and one *decoder*.xml; found "
+            f"{[p.name for p in encoders + decoders] or 'none'}"
+        )
     return encoders[0], decoders[0]
 
 
@@ -96,12 +99,22 @@ def _omz_manifest(encoder: ov.Model, decoder: ov.Model, labels: tuple[str, ...],
     enc_shape = encoder.input(0).get_partial_shape()
     dec_shape = decoder.input(0).get_partial_shape()
     if enc_shape.rank.get_length() != 4 or dec_shape.rank.get_length() != 3 or not dec_shape.is_static:
-        raise ModelError(f"{path}: not the reference VTN interface (encoder [1,3,H,W], decoder [1,T,512]); "
-                         f"got encoder {enc_shape}, decoder {dec_shape}")
+        raise ModelError(
+            f"{path}: not the reference VTN interface (encoder [1,3,H,W], decoder [1,T,512]); "
+            f"got encoder {enc_shape}, decoder {dec_shape}"
+        )
     size = enc_shape[2].get_length()
-    return Manifest(arch="unknown", modality="rgb", interface="omz", precision="unknown", labels=labels,
-                    window=dec_shape[1].get_length(), stride=2, embed_dim=dec_shape[2].get_length(),
-                    preprocessing=Preprocessing(input_size=size, resize_short=size))
+    return Manifest(
+        arch="unknown",
+        modality="rgb",
+        interface="omz",
+        precision="unknown",
+        labels=labels,
+        window=dec_shape[1].get_length(),
+        stride=2,
+        embed_dim=dec_shape[2].get_length(),
+        preprocessing=Preprocessing(input_size=size, resize_short=size),
+    )
 
 
 def _labels_beside(directory: Path) -> tuple[str, ...] | None:
@@ -126,8 +139,10 @@ def load_model(path: str | Path, *, labels: str | Path | None = None, core: ov.C
         if manifest is None:
             label_list = label_list or _labels_beside(directory)
             if label_list is None:
-                raise ModelError(f"{directory}: an IR pair without a manifest needs a labels file "
-                                 f"({LABELS_NAME} beside it, or labels=...)")
+                raise ModelError(
+                    f"{directory}: an IR pair without a manifest needs a labels file "
+                    f"({LABELS_NAME} beside it, or labels=...)"
+                )
             manifest = _omz_manifest(encoder, decoder, label_list, directory)
     if label_list is not None and label_list != manifest.labels:
         manifest = replace(manifest, labels=label_list)
@@ -146,21 +161,28 @@ def check_pair(encoder: ov.Model, decoder: ov.Model, manifest: Manifest, where: 
     if emb_size != dec_in[2].get_length():
         raise ModelError(f"{where}: encoder gives {emb_size}-d embeddings but the decoder takes {dec_in[2]}-d")
     if dec_in[1].get_length() != manifest.seq_len:
-        raise ModelError(f"{where}: decoder window is {dec_in[1]} embeddings but the manifest says "
-                         f"{manifest.seq_len} ({manifest.modality}, window {manifest.window})")
+        raise ModelError(
+            f"{where}: decoder window is {dec_in[1]} embeddings but the manifest says "
+            f"{manifest.seq_len} ({manifest.modality}, window {manifest.window})"
+        )
     if classes != manifest.num_classes:
         raise ModelError(f"{where}: decoder has {classes} classes but there are {manifest.num_classes} labels")
 
 
-def compile_pair(model: VtnModel, options: CompileOptions,
-                 core: ov.Core | None = None) -> tuple[ov.CompiledModel, ov.CompiledModel]:
+def compile_pair(
+    model: VtnModel, options: CompileOptions, core: ov.Core | None = None
+) -> tuple[ov.CompiledModel, ov.CompiledModel]:
     core = core or ov.Core()
     if options.cache_dir:
         core.set_property({"CACHE_DIR": options.cache_dir})
     props = options.properties()
     try:
-        return (core.compile_model(model.encoder, options.device, props),
-                core.compile_model(model.decoder, options.device, props))
+        return (
+            core.compile_model(model.encoder, options.device, props),
+            core.compile_model(model.decoder, options.device, props),
+        )
     except RuntimeError as exc:
-        raise ModelError(f"OpenVINO cannot compile {model.path} for {options.device} with {props}: "
-                         f"{str(exc).strip().splitlines()[-1][:200]}") from None
+        raise ModelError(
+            f"OpenVINO cannot compile {model.path} for {options.device} with {props}: "
+            f"{str(exc).strip().splitlines()[-1][:200]}"
+        ) from None

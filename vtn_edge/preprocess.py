@@ -49,7 +49,7 @@ def center_crop_resize(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """BGR uint8 frame of any size -> contiguous [S, S, 3] uint8 (S = input_size)."""
     frame = as_bgr8(frame)
     top, left, side = crop_box(frame.shape[0], frame.shape[1], pre)
-    region = frame[top:top + side, left:left + side]
+    region = frame[top : top + side, left : left + side]
     size = pre.input_size
     if side == size:
         return np.ascontiguousarray(region)

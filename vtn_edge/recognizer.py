@@ -48,6 +48,7 @@ class _Ticket:
 class _Stream:
     """Per-stream state. Fields below `submitted` belong to the ordering thread alone."""
 
+    index: int
     seq_len: int
     dim: int
     policy: LabelPolicy
@@ -75,7 +76,7 @@ class _Stream:
         if k + 1 < self.seq_len:
             return None
         start = (k + 1) % self.seq_len
-        return self.ring[None, start:start + self.seq_len]
+        return self.ring[None, start : start + self.seq_len]
 
 
 class StreamingRecognizer:
@@ -91,9 +92,18 @@ class StreamingRecognizer:
     thread) instead of being queued.
     """
 
-    def __init__(self, model: str | Path | VtnModel, *, streams: int = 1, options: CompileOptions | None = None,
-                 policy: LabelPolicy | None = None, top_k: int = 5, requests: int | None = None,
-                 labels: str | Path | None = None, stride: int | None = None):
+    def __init__(
+        self,
+        model: str | Path | VtnModel,
+        *,
+        streams: int = 1,
+        options: CompileOptions | None = None,
+        policy: LabelPolicy | None = None,
+        top_k: int = 5,
+        requests: int | None = None,
+        labels: str | Path | None = None,
+        stride: int | None = None,
+    ):
         self.model = model if isinstance(model, VtnModel) else load_model(model, labels=labels)
         manifest = self.model.manifest
         self.manifest = manifest
@@ -110,8 +120,8 @@ class StreamingRecognizer:
         self._encoder = ov.AsyncInferQueue(encoder, requests)
         self._encoder.set_callback(self._on_encoded)
         self._decoder = decoder.create_infer_request()
-        self._streams = [_Stream(manifest.seq_len, manifest.embed_dim, policy or LabelPolicy())
-                         for _ in range(streams)]
+        policy = policy or LabelPolicy()
+        self._streams = [_Stream(i, manifest.seq_len, manifest.embed_dim, policy) for i in range(streams)]
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._callback: Callable[[Prediction], None] | None = None
         self._error: BaseException | None = None
@@ -127,8 +137,9 @@ class StreamingRecognizer:
     def on_prediction(self, callback: Callable[[Prediction], None] | None) -> None:
         self._callback = callback
 
-    def push(self, frame: np.ndarray | None, *, stream: int = 0, timestamp: float | None = None,
-             wait: bool = False) -> list[Prediction]:
+    def push(
+        self, frame: np.ndarray | None, *, stream: int = 0, timestamp: float | None = None, wait: bool = False
+    ) -> list[Prediction]:
         """Classify one frame (BGR uint8; gray, BGRA and 16-bit are converted).
 
         `frame=None` is allowed for frames the schedule does not encode (see `needs_pixels`),
@@ -184,7 +195,7 @@ class StreamingRecognizer:
     def run(self, source: str | int | Path, *, stream: int = 0, loop: bool = False) -> Iterator[Prediction]:
         """Predictions for every frame of an OpenCV source (file, camera index, URL), in order."""
         with open_source(source, loop=loop) as src:
-            for frame_index, frame, timestamp in src.frames(lambda: self.needs_pixels(stream)):
+            for _, frame, timestamp in src.frames(lambda: self.needs_pixels(stream)):
                 yield from self.push(frame, stream=stream, timestamp=timestamp)
         yield from self.flush(stream)
 
@@ -213,7 +224,9 @@ class StreamingRecognizer:
 
     def _stream(self, stream: int) -> _Stream:
         if not 0 <= stream < len(self._streams):
-            raise VtnEdgeError(f"stream {stream} does not exist: this recognizer has streams 0..{len(self._streams) - 1}")
+            raise VtnEdgeError(
+                f"stream {stream} does not exist: this recognizer has streams 0..{len(self._streams) - 1}"
+            )
         return self._streams[stream]
 
     def _drain(self, st: _Stream) -> list[Prediction]:
@@ -251,29 +264,30 @@ class StreamingRecognizer:
             if event is None:
                 return
             try:
-                kind = event[0]
-                if kind == "frame":
-                    st = self._streams[event[1]]
-                    ticket = event[2]
-                    st.tickets.append(ticket)
-                    if ticket.embedding is not None:
-                        st.timestamps[ticket.embedding] = ticket.timestamp
-                elif kind == "emb":
-                    st = self._streams[event[1]]
-                    st.arrived[event[2]] = event[3]
-                    while st.processed + 1 in st.arrived:
-                        k = st.processed + 1
-                        self._decode(st, k, st.arrived.pop(k))
-                        st.processed = k
-                        self._publish(st)  # before a newer result replaces this one
-                    continue
-                else:  # "sync": everything before it has been handled
-                    event[1].set()
-                    continue
-                self._publish(st)
+                self._handle(event)
             except BaseException as exc:  # surfaced to the caller on its next call
                 log.exception("ordering thread failed")
                 self._error = exc
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "sync":  # everything queued before it has been handled
+            event[1].set()
+            return
+        st = self._streams[event[1]]
+        if kind == "frame":
+            ticket = event[2]
+            st.tickets.append(ticket)
+            if ticket.embedding is not None:
+                st.timestamps[ticket.embedding] = ticket.timestamp
+            self._publish(st)
+            return
+        st.arrived[event[2]] = event[3]  # "emb": embeddings may arrive out of order
+        while st.processed + 1 in st.arrived:
+            k = st.processed + 1
+            self._decode(st, k, st.arrived.pop(k))
+            st.processed = k
+            self._publish(st)  # before a newer result replaces this one
 
     def _decode(self, st: _Stream, k: int, embedding: np.ndarray) -> None:
         window = st.append(k, embedding)
@@ -289,12 +303,13 @@ class StreamingRecognizer:
         st.result = (label, score, top_k, True)
 
     def _publish(self, st: _Stream) -> None:
-        stream = self._streams.index(st)
+        stream = st.index
         while st.tickets and (st.tickets[0].embedding is None or st.tickets[0].embedding <= st.processed):
             t = st.tickets.popleft()
             label, score, top_k, full = st.result
-            prediction = Prediction(stream, t.index, t.timestamp, label, score, top_k, full,
-                                    1000 * (time.perf_counter() - t.t_push))
+            prediction = Prediction(
+                stream, t.index, t.timestamp, label, score, top_k, full, 1000 * (time.perf_counter() - t.t_push)
+            )
             if self._callback is not None:
                 self._callback(prediction)
             else:

@@ -22,8 +22,7 @@ def is_live(source: str | int | Path) -> bool:
 
 
 class VideoSource:
-    def __init__(self, source: str | int | Path, *, loop: bool = False,
-                 params: tuple[int, ...] = ()):
+    def __init__(self, source: str | int | Path, *, loop: bool = False, params: tuple[int, ...] = ()):
         self.source = source
         self.loop = loop
         self.live = is_live(source)
@@ -33,13 +32,14 @@ class VideoSource:
         self.capture = cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
         if not self.capture.isOpened():
             self.capture.release()
-            raise SourceError(f"cannot open video source {source!r} (not a video OpenCV can decode, "
-                              "an unreachable URL, or a camera index that does not exist)")
+            raise SourceError(
+                f"cannot open video source {source!r} (not a video OpenCV can decode, "
+                "an unreachable URL, or a camera index that does not exist)"
+            )
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 1 <= fps <= 1000 else 30.0
 
-    def frames(self, needs_pixels: Callable[[], bool] = lambda: True
-               ) -> Iterator[tuple[int, np.ndarray | None, float]]:
+    def frames(self, needs_pixels: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, np.ndarray | None, float]]:
         """(index, BGR frame or None when `needs_pixels()` is False, timestamp in seconds)."""
         index = 0
         while True:

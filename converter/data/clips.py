@@ -36,8 +36,7 @@ def usable_items(dataset: VideoDataset, *, window: int, stride: int) -> list[tup
             log.warning("skipping %s: %s", item.path, exc)
             continue
         if count < span:
-            log.warning("%s has %d frames, fewer than one clip (%d): its frames will be looped",
-                        item.path, count, span)
+            log.warning("%s has %d frames, fewer than one clip (%d): its frames will be looped", item.path, count, span)
         usable.append((item, count))
     if not usable:
         raise DataError(f"no decodable video in {dataset.source} ({len(dataset.items)} listed)")
@@ -54,8 +53,17 @@ class ClipDataset(Dataset):
     crop and optional horizontal flip, the same for every frame of a clip. Evaluation: the first
     clip, centre crop."""
 
-    def __init__(self, items: Sequence[tuple[VideoItem, int]], pre: Preprocessing, *, window: int, stride: int,
-                 train: bool, flip: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        items: Sequence[tuple[VideoItem, int]],
+        pre: Preprocessing,
+        *,
+        window: int,
+        stride: int,
+        train: bool,
+        flip: bool = True,
+        seed: int = 0,
+    ):
         self.items = list(items)
         self.pre, self.window, self.stride = pre, window, stride
         self.train, self.flip, self.seed = train, flip, seed
@@ -78,9 +86,16 @@ class ClipDataset(Dataset):
             return np.stack([center_crop_resize(frames[i], self.pre) for i in idx])
         top, left, side = random_crop_params(*frames[0].shape[:2], rng)
         size = self.pre.input_size
-        out = np.stack([cv2.resize(frames[i][top:top + side, left:left + side], (size, size),
-                                   interpolation=cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR)
-                        for i in idx])
+        out = np.stack(
+            [
+                cv2.resize(
+                    frames[i][top : top + side, left : left + side],
+                    (size, size),
+                    interpolation=cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR,
+                )
+                for i in idx
+            ]
+        )
         if self.flip and rng.random() < 0.5:
             out = out[:, :, ::-1]
         return out

@@ -17,15 +17,30 @@ import cv2
 import numpy as np
 
 CORE_CLASSES = (
-    "open", "close", "fill", "empty", "fade_in", "fade_out", "appear", "disappear",
-    "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw", "red_to_blue", "blue_to_red", "still",
+    "open",
+    "close",
+    "fill",
+    "empty",
+    "fade_in",
+    "fade_out",
+    "appear",
+    "disappear",
+    "zoom_in",
+    "zoom_out",
+    "rotate_cw",
+    "rotate_ccw",
+    "red_to_blue",
+    "blue_to_red",
+    "still",
 )
 POSITION_CLASSES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down")
 SPLITS = {"core": CORE_CLASSES, "position": POSITION_CLASSES}
-PARTNERS = {
-    a: b for x, y in zip(CORE_CLASSES[:14:2], CORE_CLASSES[1:14:2]) for a, b in ((x, y), (y, x))
-} | {"swipe_left": "swipe_right", "swipe_right": "swipe_left", "swipe_up": "swipe_down",
-     "swipe_down": "swipe_up"}
+PARTNERS = {a: b for x, y in zip(CORE_CLASSES[:14:2], CORE_CLASSES[1:14:2]) for a, b in ((x, y), (y, x))} | {
+    "swipe_left": "swipe_right",
+    "swipe_right": "swipe_left",
+    "swipe_up": "swipe_down",
+    "swipe_down": "swipe_up",
+}
 
 SIZES = ((320, 240), (256, 256), (352, 288), (240, 180), (400, 300))
 FPS = (15, 24, 25, 30)
@@ -65,14 +80,24 @@ def draw_spec(label: str, rng: np.random.Generator) -> ClipSpec:
     while np.abs(color - bg0).sum() < 150:  # keep the object visible against the background
         color = rng.uniform(0, 255, 3)
     return ClipSpec(
-        label=label, width=int(width), height=int(height), fps=int(FPS[rng.integers(len(FPS))]),
-        frames=int(rng.integers(36, 72)), start=float(rng.uniform(0.0, 0.15)),
-        end=float(rng.uniform(0.85, 1.0)), shape=SHAPES[rng.integers(len(SHAPES))],
-        size=float(rng.uniform(0.22, 0.38)), cx=float(rng.uniform(0.38, 0.62)),
-        cy=float(rng.uniform(0.38, 0.62)), color=tuple(color),
-        background=(tuple(bg0), tuple(bg1)), texture=float(rng.uniform(0, 30)),
-        noise=float(rng.uniform(0, 8)), shake=float(rng.uniform(0, 4)),
-        distractors=int(rng.integers(0, 4)), angle0=float(rng.uniform(0, 360)),
+        label=label,
+        width=int(width),
+        height=int(height),
+        fps=int(FPS[rng.integers(len(FPS))]),
+        frames=int(rng.integers(36, 72)),
+        start=float(rng.uniform(0.0, 0.15)),
+        end=float(rng.uniform(0.85, 1.0)),
+        shape=SHAPES[rng.integers(len(SHAPES))],
+        size=float(rng.uniform(0.22, 0.38)),
+        cx=float(rng.uniform(0.38, 0.62)),
+        cy=float(rng.uniform(0.38, 0.62)),
+        color=tuple(color),
+        background=(tuple(bg0), tuple(bg1)),
+        texture=float(rng.uniform(0, 30)),
+        noise=float(rng.uniform(0, 8)),
+        shake=float(rng.uniform(0, 4)),
+        distractors=int(rng.integers(0, 4)),
+        angle0=float(rng.uniform(0, 360)),
     )
 
 
@@ -117,9 +142,14 @@ def render_clip(spec: ClipSpec, seed: int) -> Iterator[np.ndarray]:
     short = min(spec.width, spec.height)
     cx, cy, r = spec.cx * spec.width, spec.cy * spec.height, spec.size * short
     distractors = [
-        (rng.uniform(0, spec.width), rng.uniform(0, spec.height), rng.uniform(0.04, 0.08) * short,
-         tuple(float(c) for c in rng.uniform(0, 255, 3)), rng.uniform(-1.5, 1.5, 2),
-         SHAPES[rng.integers(len(SHAPES))])
+        (
+            rng.uniform(0, spec.width),
+            rng.uniform(0, spec.height),
+            rng.uniform(0.04, 0.08) * short,
+            tuple(float(c) for c in rng.uniform(0, 255, 3)),
+            rng.uniform(-1.5, 1.5, 2),
+            SHAPES[rng.integers(len(SHAPES))],
+        )
         for _ in range(spec.distractors)
     ]
     label = spec.label
@@ -133,8 +163,9 @@ def render_clip(spec: ClipSpec, seed: int) -> Iterator[np.ndarray]:
             frame += rng.normal(0, spec.noise, frame.shape).astype(np.float32)
         if spec.shake > 0:
             dx, dy = rng.normal(0, spec.shake, 2)
-            frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (spec.width, spec.height),
-                                   borderMode=cv2.BORDER_REFLECT)
+            frame = cv2.warpAffine(
+                frame, np.float32([[1, 0, dx], [0, 1, dy]]), (spec.width, spec.height), borderMode=cv2.BORDER_REFLECT
+            )
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
@@ -208,8 +239,9 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[
         writer.release()
 
 
-def synth_clips(split: str, clips_per_class: int, seed: int,
-                classes: tuple[str, ...] | None = None) -> Iterator[tuple[str, int, ClipSpec, int]]:
+def synth_clips(
+    split: str, clips_per_class: int, seed: int, classes: tuple[str, ...] | None = None
+) -> Iterator[tuple[str, int, ClipSpec, int]]:
     """(class, clip index, spec, render seed) for every clip of a split, in a fixed order."""
     for ci, label in enumerate(SPLITS[split]):
         if classes is not None and label not in classes:
@@ -219,8 +251,15 @@ def synth_clips(split: str, clips_per_class: int, seed: int,
             yield label, k, draw_spec(label, np.random.default_rng(s)), s + 1
 
 
-def write_dataset(out: Path, *, clips_per_class: int, seed: int, splits: tuple[str, ...] = ("core", "position"),
-                  classes: tuple[str, ...] | None = None, progress: bool = True) -> list[Path]:
+def write_dataset(
+    out: Path,
+    *,
+    clips_per_class: int,
+    seed: int,
+    splits: tuple[str, ...] = ("core", "position"),
+    classes: tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Write `out/<split>/<class>/<class>_NNNN.mp4` and `out/<split>/labels.txt`; returns split roots.
 
     `classes` keeps a subset (for small tests); a clip's content does not depend on the subset.
@@ -236,10 +275,19 @@ def write_dataset(out: Path, *, clips_per_class: int, seed: int, splits: tuple[s
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
         (root / "labels.txt").write_text("\n".join(names) + "\n")
         total = len(names) * clips_per_class
-        for label, k, spec, render_seed in tqdm(synth_clips(split, clips_per_class, seed, names), total=total,
-                                                desc=f"synth {split}", disable=not progress, unit="clip"):
+        for label, k, spec, render_seed in tqdm(
+            synth_clips(split, clips_per_class, seed, names),
+            total=total,
+            desc=f"synth {split}",
+            disable=not progress,
+            unit="clip",
+        ):
             (root / label).mkdir(exist_ok=True)
-            write_video(root / label / f"{label}_{k:04d}.mp4", render_clip(spec, render_seed), spec.fps,
-                        (spec.width, spec.height))
+            write_video(
+                root / label / f"{label}_{k:04d}.mp4",
+                render_clip(spec, render_seed),
+                spec.fps,
+                (spec.width, spec.height),
+            )
         roots.append(root)
     return roots

@@ -110,13 +110,19 @@ class DecoderBlock(nn.Module):
 class SelfAttentionDecoder(nn.Module):
     """[B, T, 512] frame embeddings -> [B, T, 512] context-aware embeddings."""
 
-    def __init__(self, dim: int = 512, positions: int = 16, blocks: int = 4, heads: int = 8,
-                 hidden: int = 1024, dropout: float = 0.1, layer_norm: bool = False):
+    def __init__(
+        self,
+        dim: int = 512,
+        positions: int = 16,
+        blocks: int = 4,
+        heads: int = 8,
+        hidden: int = 1024,
+        dropout: float = 0.1,
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.position_encoding = PositionEncoding(positions, dim)
-        self.layers = nn.ModuleList(
-            DecoderBlock(dim, heads, hidden, dropout, layer_norm) for _ in range(blocks)
-        )
+        self.layers = nn.ModuleList(DecoderBlock(dim, heads, hidden, dropout, layer_norm) for _ in range(blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.position_encoding(x)

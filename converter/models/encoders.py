@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: type[nn.Module] = nn.ReLU6) -> nn.Sequential:
+def _conv_bn_act(
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU6
+) -> nn.Sequential:
     """torchvision's Conv2dNormActivation layout: `.0` conv, `.1` bn, `.2` activation."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
@@ -49,8 +50,15 @@ class MobileNetV2(nn.Module):
     """
 
     # expansion, channels, repeats, first stride
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, in_chans: int = 3, relu6: bool = True):
         super().__init__()
@@ -122,8 +130,7 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential | None:
 class ResNet(nn.Module):
     """ResNet (He et al. 2016) with torchvision's names: conv1, bn1, layer1..layer4."""
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...],
-                 in_chans: int = 3):
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...], in_chans: int = 3):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -161,8 +168,9 @@ class SEModule(nn.Module):
 class SEResNeXtBottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int = 1, groups: int = 32,
-                 base_width: int = 4, reduction: int = 16):
+    def __init__(
+        self, cin: int, planes: int, stride: int = 1, groups: int = 32, base_width: int = 4, reduction: int = 16
+    ):
         super().__init__()
         width = math.floor(planes * base_width / 64) * groups
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)

@@ -51,9 +51,7 @@ class FrameEncoder(nn.Module):
 
 def _check_frames(x: torch.Tensor, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
-        raise InputShapeError(
-            f"{name} frames must be [B, 3, H, W] (normalised RGB), got {list(x.shape)}"
-        )
+        raise InputShapeError(f"{name} frames must be [B, 3, H, W] (normalised RGB), got {list(x.shape)}")
 
 
 class ClipDecoder(nn.Module):
@@ -66,12 +64,8 @@ class ClipDecoder(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         positions = self.decoder.position_encoding.enc.num_embeddings
-        if embeddings.dim() != 3 or embeddings.shape[2] != EMBED_DIM or not (
-            1 <= embeddings.shape[1] <= positions
-        ):
-            raise InputShapeError(
-                f"embeddings must be [B, T<={positions}, {EMBED_DIM}], got {list(embeddings.shape)}"
-            )
+        if embeddings.dim() != 3 or embeddings.shape[2] != EMBED_DIM or not (1 <= embeddings.shape[1] <= positions):
+            raise InputShapeError(f"embeddings must be [B, T<={positions}, {EMBED_DIM}], got {list(embeddings.shape)}")
         return self.fc(self.decoder(embeddings)).mean(dim=1)
 
 
@@ -90,9 +84,7 @@ class VTN(nn.Module):
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
         """Frame embeddings [B, T', 512]; T' = T - 1 for the difference modalities."""
         min_frames = 2 if self.config.uses_difference else 1
-        if clip.dim() != 5 or clip.shape[2] != 3 or not min_frames <= clip.shape[1] <= 16 + (
-            min_frames - 1
-        ):
+        if clip.dim() != 5 or clip.shape[2] != 3 or not min_frames <= clip.shape[1] <= 16 + (min_frames - 1):
             raise InputShapeError(
                 f"a {self.config.modality} clip must be [B, T, 3, H, W] with {min_frames}..."
                 f"{15 + min_frames} frames (normally {self.config.window}), got {list(clip.shape)}"
