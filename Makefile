@@ -26,7 +26,7 @@ demo: venv
 		$(PY) -m vtn_edge run $(DEMO_MODEL) $(DEMO_CLIPS)/$$c/$${c}_0000.mp4 || exit 1; done
 
 lint: venv
-	$(PY) -m ruff check converter vtn_edge tests
+	$(PY) -m ruff check converter vtn_edge tests benchmarks
 
 test: lint
 	$(PY) -m pytest -m "not slow"

@@ -47,6 +47,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             interface=args.interface,
             out=args.out,
             force=args.force,
+            verify_clips=args.verify_clips,
             seed=args.seed,
         )
     )
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", type=Path, help="default: ir_models/<arch>-<modality>-<precision>")
     build.add_argument("--force", action="store_true", help="replace an existing output directory")
+    build.add_argument("--verify-clips", type=int, default=60, help="held-out clips for verification")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_build)
 
