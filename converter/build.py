@@ -114,7 +114,8 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
     labels = read_labels(opts.labels) if opts.labels else None
     base = VTNConfig(arch=opts.arch, modality=opts.modality)
     checkpoint, fmt = opts.checkpoint, opts.checkpoint_format
-    if checkpoint is None and opts.arch in DEFAULT_CHECKPOINTS and DEFAULT_CHECKPOINTS[opts.arch].is_file():
+    shipped = DEFAULT_CHECKPOINTS.get(opts.arch) if opts.modality == "rgb" else None  # the default is RGB
+    if checkpoint is None and shipped is not None and shipped.is_file():
         checkpoint, fmt = DEFAULT_CHECKPOINTS[opts.arch], "ours"
         print(f"      using the shipped default model {checkpoint}")
     if checkpoint is None:

@@ -111,7 +111,7 @@ def test_omz_interface_matches_reference_topology(shared_data, tmp_path):
     assert list(ours.output(0).get_shape()) == [1, 512, 1, 1]
     decoder = core.read_model(out / "decoder.xml")
     assert decoder.input(0).get_any_name() == "0" and list(decoder.input(0).get_shape()) == [1, 16, 512]
-    assert Manifest.load(out / "model.json").trained is False  # no checkpoint, said loudly
+    assert Manifest.load(out / "model.json").interface == "omz"
 
 
 def test_omz_refuses_difference_modalities(tmp_path):
