@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from converter.data.clips import ClipDataset
 from converter.models.vtn import VTN
-from vtn_edge.preprocess import normalize
-from vtn_edge.video import sample_indices
+from vtn_edge.preprocess import center_crop_resize, normalize
+from vtn_edge.video import read_frames, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +73,20 @@ class EmbeddingCache:
         """[views (x2 with flip), T', 512] per video, computing only what is not cached yet."""
         out, computed = [], 0
         for index in tqdm(range(len(clips)), desc=f"embed {desc}", unit="video"):
-            item, count = clips.items[index]
+            item, _ = clips.items[index]
             path = self._path(item.path, clips.window, clips.stride)
             if path.is_file():
                 out.append(np.load(path))
                 continue
-            out.append(self._compute(clips, index, count))
+            out.append(self._compute(clips, index))
             np.save(path, out[-1])
             computed += 1
         log.info("%s: %d videos embedded, %d from the cache", desc, computed, len(clips) - computed)
         return out
 
-    def _compute(self, clips: ClipDataset, index: int, count: int) -> np.ndarray:
+    def _compute(self, clips: ClipDataset, index: int) -> np.ndarray:
         if self._embedder is None:
             self._embedder = FrameEmbedder(self.model)
-        from vtn_edge.preprocess import center_crop_resize
-        from vtn_edge.video import read_frames
-
         frames = read_frames(clips.items[index][0].path)
         span = clips.window * clips.stride
         starts = np.linspace(0, max(0, len(frames) - span), self.views).round().astype(int)

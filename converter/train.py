@@ -66,7 +66,6 @@ class TrainOptions:
     seed: int = 0
     max_steps: int | None = None  # per epoch; for smoke tests
     cache_dir: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainOptions:
