@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[converter,dev]'
+	$(PY) -m pip install -q -e '.[converter,monitor,dev]'
 	touch $@
 
 # The main job: build the default model to INT8 IR, then label every frame of a few clips.
@@ -26,7 +26,7 @@ demo: venv
 		$(PY) -m vtn_edge run $(DEMO_MODEL) $(DEMO_CLIPS)/$$c/$${c}_0000.mp4 || exit 1; done
 
 lint: venv
-	$(PY) -m ruff check converter vtn_edge tests benchmarks
+	$(PY) -m ruff check converter vtn_edge tests benchmarks examples
 
 test: lint
 	$(PY) -m pytest -m "not slow"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,7 +183,10 @@ def compile_pair(
             core.compile_model(model.decoder, options.device, props),
         )
     except RuntimeError as exc:
+        hint = ""
+        if os.environ.get("ONEDNN_MAX_CPU_ISA") and "INFERENCE_PRECISION_HINT" not in props:
+            hint = " (ONEDNN_MAX_CPU_ISA is set: pass precision_hint='f32', since bf16 needs AVX-512)"
         raise ModelError(
             f"OpenVINO cannot compile {model.path} for {options.device} with {props}: "
-            f"{str(exc).strip().splitlines()[-1][:200]}"
+            f"{str(exc).strip().splitlines()[-1][:200]}{hint}"
         ) from None

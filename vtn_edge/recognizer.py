@@ -64,9 +64,18 @@ class _Stream:
     ready: deque = field(default_factory=deque)
 
     def __post_init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the window (frame indices go on). Only while nothing of this stream is in flight."""
+        self.submitted, self.processed = 0, -1
+        self.previous_crop = None
+        self.arrived.clear()
+        self.timestamps.clear()
         # each embedding is written twice, so the newest `seq_len` rows are always one contiguous view
         self.ring = np.zeros((2 * self.seq_len, self.dim), np.float32)
         self.stabilizer = LabelStabilizer(self.policy)
+        self.result = (None, 0.0, (), False)
 
     def append(self, k: int, embedding: np.ndarray) -> np.ndarray | None:
         """Add embedding k; return the window [1, T, D] once k + 1 >= T, else None."""
@@ -191,6 +200,14 @@ class StreamingRecognizer:
         if stream is None:
             return [p for st in self._streams for p in self._drain(st)]
         return self._drain(self._stream(stream))
+
+    def reset(self, stream: int = 0) -> list[Prediction]:
+        """Start `stream` afresh, e.g. after its camera reconnected: later frames never share a window
+        with earlier ones, and the label is None until the window is full again. Frame indices go on.
+        Returns the predictions that were still pending for it."""
+        pending = self.flush(stream)
+        self._stream(stream).restart()  # safe: flush() left nothing of it in flight
+        return pending
 
     def run(self, source: str | int | Path, *, stream: int = 0, loop: bool = False) -> Iterator[Prediction]:
         """Predictions for every frame of an OpenCV source (file, camera index, URL), in order."""

@@ -1,0 +1,146 @@
+"""Events to an MQTT broker (paho-mqtt): QoS 1, queued while the broker is away, resent on reconnect.
+
+`--mqtt mqtt://host:port/topic` (or `mqtts://` for TLS). The user name and password come from the
+environment (VTN_MQTT_USERNAME, VTN_MQTT_PASSWORD), never from the command line or the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from vtn_edge.errors import VtnEdgeError
+from vtn_edge.monitor.events import ActionEvent
+
+log = logging.getLogger(__name__)
+
+USERNAME_ENV = "VTN_MQTT_USERNAME"
+PASSWORD_ENV = "VTN_MQTT_PASSWORD"
+
+
+class MqttError(VtnEdgeError):
+    """An MQTT URL or TLS setting that cannot work."""
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    topic: str
+    tls: bool
+
+    @property
+    def display(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}/{self.topic}"
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False  # do not check the broker's host name (self-signed test brokers)
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.ca_file or self.cert_file or self.insecure)
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise MqttError(f"--mqtt must look like mqtt://host:port/topic or mqtts://host:port/topic, got {url!r}")
+    if parts.username or parts.password:
+        raise MqttError(f"put the MQTT user name and password in ${USERNAME_ENV} / ${PASSWORD_ENV}, not in the URL")
+    topic = parts.path.lstrip("/")
+    if not parts.hostname or not topic or any(c in topic for c in "#+"):
+        raise MqttError(f"--mqtt needs a host and a topic without wildcards (mqtt://host:port/topic), got {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise MqttError(f"--mqtt has an invalid port: {url!r}") from None
+    return MqttTarget(parts.hostname, port, topic, parts.scheme == "mqtts")
+
+
+class MqttPublisher:
+    """Publishes events as JSON. Never blocks the caller; reconnects by itself (1 s .. 30 s)."""
+
+    def __init__(self, target: MqttTarget, tls: TlsOptions | None = None, client_id: str | None = None):
+        import paho.mqtt.client as mqtt
+
+        self.target = target
+        self.connected = threading.Event()
+        self.published = 0
+        self._pending: list = []
+        self._lock = threading.Lock()
+        self._warned = False
+        client_id = client_id or f"vtn-edge-{socket.gethostname()}-{os.getpid()}"
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self._client.max_queued_messages_set(0)  # unbounded: events are small and rare
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        user = os.environ.get(USERNAME_ENV)
+        if user:
+            self._client.username_pw_set(user, os.environ.get(PASSWORD_ENV))
+        tls = tls or TlsOptions()
+        if target.tls or tls.wanted:
+            try:
+                self._client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise MqttError(f"MQTT TLS settings do not work: {exc}") from None
+            self._client.tls_insecure_set(tls.insecure)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.connect_async(target.host, target.port, keepalive=30)
+        self._client.loop_start()
+
+    def publish(self, event: ActionEvent) -> None:
+        info = self._client.publish(self.target.topic, event.to_json(), qos=1)
+        with self._lock:
+            self._pending = [i for i in self._pending if not i.is_published()]
+            self._pending.append(info)
+
+    def unacknowledged(self) -> int:
+        with self._lock:
+            self._pending = [i for i in self._pending if not i.is_published()]
+            return len(self._pending)
+
+    def close(self, timeout: float = 2.0) -> int:
+        """Wait up to `timeout` for queued events to be acknowledged; return how many were not."""
+        deadline = time.monotonic() + timeout
+        while self.unacknowledged() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        left = self.unacknowledged()
+        if left:
+            log.warning("MQTT: %d event(s) not acknowledged by %s at shutdown", left, self.target.display)
+        self._client.disconnect()
+        self._client.loop_stop()
+        return left
+
+    # paho's network thread
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._warn(f"broker refused the connection: {reason_code}")
+            return
+        self._warned = False
+        self.connected.set()
+        log.info("MQTT: connected to %s", self.target.display)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set():
+            log.warning("MQTT: lost %s (%s); reconnecting", self.target.display, reason_code)
+        self.connected.clear()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._warn("cannot connect")
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:  # once per outage, not once per retry
+            log.warning("MQTT: %s to %s; events are queued and retried", why, self.target.display)
+            self._warned = True
