@@ -59,7 +59,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     if parts.username or parts.password:
         raise MqttError(f"put the MQTT user name and password in ${USERNAME_ENV} / ${PASSWORD_ENV}, not in the URL")
     topic = parts.path.lstrip("/")
-    if not parts.hostname or not topic or any(c in topic for c in "#+"):
+    if not parts.hostname or not topic or "#" in url or "+" in topic:
         raise MqttError(f"--mqtt needs a host and a topic without wildcards (mqtt://host:port/topic), got {url!r}")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
@@ -77,7 +77,8 @@ class MqttPublisher:
         self.target = target
         self.connected = threading.Event()
         self.published = 0
-        self._pending: list = []
+        self._pending: set[int] = set()  # message ids sent and not yet acknowledged
+        self._early: set[int] = set()  # acknowledged before publish() recorded them
         self._lock = threading.Lock()
         self._warned = False
         client_id = client_id or f"vtn-edge-{socket.gethostname()}-{os.getpid()}"
@@ -97,18 +98,20 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_publish = self._on_publish
         self._client.connect_async(target.host, target.port, keepalive=30)
         self._client.loop_start()
 
     def publish(self, event: ActionEvent) -> None:
-        info = self._client.publish(self.target.topic, event.to_json(), qos=1)
+        mid = self._client.publish(self.target.topic, event.to_json(), qos=1).mid
         with self._lock:
-            self._pending = [i for i in self._pending if not i.is_published()]
-            self._pending.append(info)
+            if mid in self._early:
+                self._early.discard(mid)
+            else:
+                self._pending.add(mid)
 
     def unacknowledged(self) -> int:
         with self._lock:
-            self._pending = [i for i in self._pending if not i.is_published()]
             return len(self._pending)
 
     def close(self, timeout: float = 2.0) -> int:
@@ -136,6 +139,14 @@ class MqttPublisher:
         if self.connected.is_set():
             log.warning("MQTT: lost %s (%s); reconnecting", self.target.display, reason_code)
         self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+                self.published += 1
+            else:
+                self._early.add(mid)
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._warn("cannot connect")

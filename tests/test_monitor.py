@@ -1,0 +1,327 @@
+"""examples/rtsp_monitor.py against a real RTSP server and a real mosquitto broker.
+
+The monitor runs as a user runs it (a subprocess), on the shipped default INT8 model. With
+`--threshold 0 --hold 0` every full window has a label, so events are certain whatever the
+footage shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from servers import Broker, RtspServer, Subscriber, free_port, have_rtsp_server, mosquitto_binary, need
+
+from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
+from vtn_edge.monitor.events import ActionEvent, EventTracker, JsonLinesWriter
+from vtn_edge.monitor.mqtt import MqttError, parse_mqtt_url
+from vtn_edge.types import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "ir_models" / "mobilenetv2-rgb-int8"
+CLIP = "v_ApplyEyeMakeup_g01_c01.avi"  # 320x240
+OTHER_CLIP = "carving_ice.mp4"  # 360x360
+
+
+# ---------------------------------------------------------------------- helpers
+class Monitor:
+    def __init__(self, tmp_path: Path, *args: str, env: dict | None = None):
+        self.events_path = tmp_path / "events.jsonl"
+        self.stderr_path = tmp_path / "monitor.log"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115
+        cmd = [sys.executable, str(ROOT / "examples" / "rtsp_monitor.py"), "--model", str(MODEL)]
+        cmd += ["--events", str(self.events_path), "--threshold", "0", "--hold", "0", "--status-every", "0", *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
+
+    def events(self) -> list[dict]:
+        if not self.events_path.exists():
+            return []
+        return [json.loads(line) for line in self.events_path.read_text().splitlines()]
+
+    def log(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait_for(self, condition, what: str, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"monitor exited ({self.proc.returncode}) waiting for {what}:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()[-3000:]}")
+
+    def terminate(self) -> tuple[int, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._stderr.close()
+        return code, time.monotonic() - t0
+
+
+def assert_complete(events: list[dict]) -> None:
+    """Every start has exactly one end, with the same id, after it."""
+    starts = {e["id"]: e for e in events if e["event"] == "start"}
+    ends = {e["id"]: e for e in events if e["event"] == "end"}
+    assert starts and starts.keys() == ends.keys()
+    for event_id, end in ends.items():
+        assert end["start_frame"] == starts[event_id]["start_frame"] and end["end_frame"] >= end["start_frame"]
+        assert end["duration_s"] >= 0 and end["reason"]
+
+
+def get(url: str, limit: int | None = None) -> tuple[str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.headers["Content-Type"], r.read(limit) if limit else r.read()
+
+
+@pytest.fixture
+def rtsp(shared_data):
+    need(have_rtsp_server(), "GStreamer's RTSP server for the system Python (python3-gi) is not installed")
+    server = RtspServer(shared_data / "videos" / CLIP).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mosquitto_ok():
+    need(mosquitto_binary() is not None, "mosquitto is not installed")
+
+
+# ---------------------------------------------------------------------- the monitor, end to end
+def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosquitto_ok):
+    broker = Broker(tmp_path, users={"edge": "s3cret-pw"}).start()
+    subscriber = Subscriber(broker.port, "site/events", "edge", "s3cret-pw")
+    metrics_port, preview_port = free_port(), free_port()
+    env = {**os.environ, "VTN_MQTT_USERNAME": "edge", "VTN_MQTT_PASSWORD": "s3cret-pw"}
+    mon = Monitor(
+        tmp_path,
+        "--source", rtsp.url,
+        "--mqtt", f"mqtt://127.0.0.1:{broker.port}/site/events",
+        "--metrics-port", str(metrics_port),
+        "--preview-port", str(preview_port),
+        "--save-clips", str(tmp_path / "clips"),
+        "--clip-before", "1", "--clip-after", "0.5",
+        env=env,
+    )  # fmt: skip
+    try:
+        mon.wait_for(lambda: len(mon.events()) >= 1, "a first event in the JSON-lines file")
+        mon.wait_for(lambda: len(subscriber.messages) >= 1, "a first event at the MQTT subscriber")
+
+        kind, body = get(f"http://127.0.0.1:{metrics_port}/metrics")
+        text = body.decode()
+        frames = [line for line in text.splitlines() if line.startswith('vtn_frames_total{source="cam0"}')]
+        assert frames and float(frames[0].split()[-1]) > 0
+        for name in (
+            "vtn_frames_per_second",
+            "vtn_inference_latency_seconds_bucket",
+            "vtn_dropped_frames_total",
+            "vtn_reconnects_total",
+            "vtn_current_label",
+            "vtn_source_up",
+        ):
+            assert any(line.startswith(name + "{") and 'source="cam0"' in line for line in text.splitlines()), name
+
+        kind, page = get(f"http://127.0.0.1:{preview_port}/")
+        assert kind.startswith("text/html") and b"/stream/0" in page
+        kind, jpeg = get(f"http://127.0.0.1:{preview_port}/snapshot/0.jpg")
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert kind == "image/jpeg" and image.shape == (240, 320, 3)
+        kind, stream = get(f"http://127.0.0.1:{preview_port}/stream/0", limit=20000)
+        assert kind.startswith("multipart/x-mixed-replace") and stream.count(b"\xff\xd8") >= 1
+        status = json.loads(get(f"http://127.0.0.1:{preview_port}/status.json")[1])
+        assert status[0]["name"] == "cam0" and status[0]["connected"]
+
+        time.sleep(2)  # let a clip's "after" part pass for the first event, if it ended
+    finally:
+        code, seconds = mon.terminate()
+    assert code == 0 and seconds < 5, mon.log()
+    events = mon.events()  # SIGTERM closed the open event: the file is complete and valid
+    assert_complete(events)
+    assert events[-1]["event"] == "end" and events[-1]["reason"] == "shutdown"
+    assert {e["source"] for e in events} == {"cam0"} and all(e["host"] for e in events)
+
+    deadline = time.monotonic() + 5
+    while len(subscriber.messages) < len(events) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    published = [json.loads(m) for m in subscriber.messages]
+    assert [(e["id"], e["event"]) for e in published] == [(e["id"], e["event"]) for e in events]
+    assert "s3cret-pw" not in mon.log()
+    subscriber.close()
+    broker.stop()
+
+    clips = sorted((tmp_path / "clips").iterdir())
+    assert clips and all(not c.name.startswith(".") for c in clips), clips  # no half-written clip left
+    assert {str(c) for c in clips} == {e["clip"] for e in events}
+    capture = cv2.VideoCapture(str(clips[0]))
+    ok, frame = capture.read()
+    assert ok and frame.shape == (240, 320, 3) and capture.get(cv2.CAP_PROP_FRAME_COUNT) >= 10
+    capture.release()
+
+
+def test_reconnects_when_the_camera_dies_and_comes_back_at_another_size(tmp_path, rtsp, shared_data):
+    metrics_port = free_port()
+    mon = Monitor(tmp_path, "--source", rtsp.url, "--read-timeout", "2", "--metrics-port", str(metrics_port))
+    try:
+        mon.wait_for(lambda: any(e["event"] == "start" for e in mon.events()), "a first event")
+        rtsp.stop(signal.SIGKILL)  # a dead camera
+        mon.wait_for(
+            lambda: any(e.get("reason") == "source_lost" for e in mon.events()), "the open event closed as lost"
+        )
+        lost_at = len(mon.events())
+        rtsp.start(shared_data / "videos" / OTHER_CLIP)  # same URL, now 360x360
+        mon.wait_for(
+            lambda: any(e["event"] == "start" for e in mon.events()[lost_at:]), "a new event after the reconnect"
+        )
+        text = get(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode()
+        assert 'vtn_reconnects_total{source="cam0"} 1.0' in text
+        assert 'vtn_source_up{source="cam0"} 1.0' in text
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    assert "reconnected" in mon.log()
+    assert_complete(mon.events())
+
+
+def test_two_sources_and_an_unreachable_one(tmp_path, rtsp, shared_data):
+    dead = f"rtsp://127.0.0.1:{free_port()}/nothing"
+    mon = Monitor(
+        tmp_path,
+        "--source", rtsp.url, "--name", "door",
+        "--source", str(shared_data / "videos" / OTHER_CLIP), "--name", "yard",
+        "--source", dead, "--name", "gate",
+        "--loop", "--open-timeout", "1",
+    )  # fmt: skip
+    try:
+        mon.wait_for(lambda: {e["source"] for e in mon.events()} >= {"door", "yard"}, "events from both live sources")
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    events = mon.events()
+    assert_complete(events)
+    assert {e["source"] for e in events} == {"door", "yard"}
+    assert "gate: cannot open" in mon.log() and "Traceback" not in mon.log()
+
+
+def test_events_wait_for_a_broker_that_is_down_and_arrive_when_it_is_up(tmp_path, shared_data, mosquitto_ok):
+    port = free_port()
+    mon = Monitor(
+        tmp_path, "--source", str(shared_data / "videos" / CLIP), "--loop", "--mqtt", f"mqtt://127.0.0.1:{port}/ev"
+    )
+    try:
+        mon.wait_for(lambda: len(mon.events()) >= 1, "an event while the broker is down")
+        assert "MQTT: cannot connect" in mon.log()
+        broker = Broker(tmp_path, port=port).start()
+        subscriber = Subscriber(port, "ev")
+        first = mon.events()[0]["id"]
+        mon.wait_for(lambda: any(json.loads(m)["id"] == first for m in subscriber.messages), "the queued event")
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    subscriber.close()
+    broker.stop()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "ftp://camera/stream"], "unsupported source scheme 'ftp'"),
+        (["--source", "missing.mp4"], "video file missing.mp4 does not exist"),
+        (["--source", "0", "--mqtt", "http://broker/topic"], "--mqtt must look like mqtt://host:port/topic"),
+        (["--source", "0", "--mqtt", "mqtt://u:pw@broker/t"], "not in the URL"),
+    ],
+)
+def test_bad_arguments_get_a_clear_message(tmp_path, args, message):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "rtsp_monitor.py"), "--model", str(MODEL), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_not_a_model_directory_and_a_port_in_use(tmp_path, shared_data):
+    clip = str(shared_data / "videos" / CLIP)
+    script = str(ROOT / "examples" / "rtsp_monitor.py")
+    out = subprocess.run(
+        [sys.executable, script, "--model", str(tmp_path), "--source", clip], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr and str(tmp_path) in out.stderr, out.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag in ("--metrics-port", "--preview-port"):
+            out = subprocess.run(
+                [sys.executable, script, "--model", str(MODEL), "--source", clip, flag, str(port)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode == 2 and f"port 127.0.0.1:{port} is already in use" in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------------- the parts
+def _prediction(i: int, label: str | None, score: float = 0.9, full: bool = True) -> Prediction:
+    return Prediction(0, i, 1000.0 + i / 25, label, score, (), full, 1.0)
+
+
+def test_event_tracker_turns_labels_into_start_and_end_events(tmp_path):
+    got: list[ActionEvent] = []
+    tracker = EventTracker("cam", got.append, host="box")
+    labels = [None] * 3 + ["wave"] * 5 + [None] * 2 + ["clap"] * 4
+    for i, label in enumerate(labels):
+        tracker.update(_prediction(i, label, full=i >= 2))
+    tracker.close("shutdown")
+    kinds = [(e.event, e.label, e.start_frame, e.end_frame, e.reason) for e in got]
+    assert kinds == [
+        ("start", "wave", 3, None, None),
+        ("end", "wave", 3, 7, "label_changed"),
+        ("start", "clap", 10, None, None),
+        ("end", "clap", 10, 13, "shutdown"),
+    ]
+    writer = JsonLinesWriter(tmp_path / "e.jsonl")
+    for e in got:
+        writer.write(e)
+    writer.close()
+    rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert rows[1]["duration_s"] == pytest.approx(5 / 25, abs=1e-3)  # 5 frames and rows[1]["start_time"].endswith("Z")
+
+
+def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):
+    options = LiveOptions(pace=False)
+    with LiveSource(str(shared_data / "videos" / CLIP), options) as source:
+        taken = []
+        while True:
+            item = source.take()
+            if item is not None:
+                taken.append(item)
+            elif source.stats.finished:
+                break
+            time.sleep(0.02)  # slower than the file decodes
+        stats = source.stats
+    assert stats.frames_read == 164 and stats.finished
+    assert len(taken) + stats.frames_dropped == 164 and stats.frames_dropped > 0
+    assert all(t.connection == 1 for t in taken) and taken[0].frame.shape == (240, 320, 3)
+
+
+def test_source_and_url_checks():
+    assert parse_source("3") == 3 and parse_source("rtsp://h/s") == "rtsp://h/s"
+    assert describe("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
+    assert parse_mqtt_url("mqtts://broker/site/a").port == 8883
+    with pytest.raises(MqttError, match="wildcards"):
+        parse_mqtt_url("mqtt://broker/site/#")
