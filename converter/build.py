@@ -19,12 +19,12 @@ import torch
 from tqdm import tqdm
 
 import converter
-from converter.calibration import clips_from_path, synthetic_clips
+from converter.calibration import clips_from_path, labelled_clips, synthetic_clips
 from converter.checkpoints import load_any, read_config, sha256_file
 from converter.config import VTNConfig
 from converter.export import INTERFACES, export_onnx, save_ir, to_openvino
 from converter.models.vtn import VTN, build_vtn
-from converter.quantize import quantize
+from converter.quantize import quantize, quantize_with_accuracy_control
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
 from vtn_edge.preprocess import normalize
@@ -33,6 +33,7 @@ from vtn_edge.report import format_table
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp16", "fp32")
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the IR's own numbers, not bf16 execution
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The project's shipped default models (see ir_models/README.md), used when no --checkpoint is given.
 DEFAULT_CHECKPOINTS = {"mobilenetv2": REPO_ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"}
@@ -62,6 +63,7 @@ class BuildOptions:
     seed: int = 0
     calibration_clips: int = 48
     verify_clips: int = 60
+    max_accuracy_drop: float | None = None  # NNCF accuracy control on the labelled --validation data
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -183,9 +185,8 @@ def verify(
     encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndarray], manifest: Manifest
 ) -> Verification:
     core = ov.Core()
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # measure the IR's own error, not bf16 execution
-    enc = core.compile_model(encoder, "CPU", f32)
-    dec = core.compile_model(decoder, "CPU", f32)
+    enc = core.compile_model(encoder, "CPU", F32)
+    dec = core.compile_model(decoder, "CPU", F32)
     ref_emb, ref_logits = torch_reference(model, clips)
     cosines, diffs, agree = [], [], []
     dec_request = dec.create_infer_request()
@@ -232,6 +233,17 @@ def build(opts: BuildOptions) -> Path:
         raise BuildError(f"unknown precision {opts.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if opts.interface not in INTERFACES:
         raise BuildError(f"unknown interface {opts.interface!r}; choose one of: {', '.join(INTERFACES)}")
+    if opts.max_accuracy_drop is not None:
+        if opts.precision != "int8":
+            raise BuildError(f"--max-accuracy-drop applies to --precision int8, not {opts.precision}")
+        if opts.validation is None:
+            raise BuildError(
+                "--max-accuracy-drop needs --validation DATA: labelled held-out videos to measure the drop"
+            )
+        if not 0 < opts.max_accuracy_drop < 1:
+            raise BuildError(
+                f"--max-accuracy-drop is a fraction of accuracy in (0, 1), e.g. 0.01; got {opts.max_accuracy_drop}"
+            )
     out = opts.output_dir()
     if out.exists() and not opts.force:
         raise BuildError(f"{out} already exists; pass --force to replace it or --out to choose another directory")
@@ -265,6 +277,7 @@ def build(opts: BuildOptions) -> Path:
         encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
 
         window, stride = config.window, config.stride
+        accuracy = None
         if opts.precision == "int8":
             _step(4, "collecting calibration clips")
             if opts.calibration is not None:
@@ -274,7 +287,16 @@ def build(opts: BuildOptions) -> Path:
             else:
                 print("      no --calibration given: using the synthetic benchmark's clips")
                 calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
-            encoder, decoder = _quantize_pair(encoder, decoder, calib, manifest)
+            if opts.max_accuracy_drop is None:
+                encoder, decoder = _quantize_pair(encoder, decoder, calib, manifest)
+            else:
+                val_clips, val_labels = labelled_clips(
+                    opts.validation, list(config.labels), pre, window=window, stride=stride, max_clips=opts.verify_clips
+                )
+                encoder, decoder, accuracy = _quantize_pair_controlled(
+                    encoder, decoder, calib, manifest, val_clips, val_labels, opts.max_accuracy_drop
+                )
+                accuracy["data"] = str(opts.validation)
         else:
             _step(4, f"{opts.precision}: no calibration needed")
 
@@ -299,7 +321,10 @@ def build(opts: BuildOptions) -> Path:
 
         _step(6, f"writing {out}")
         seconds = round(time.perf_counter() - started, 1)
-        manifest = replace(manifest, verification={**_as_dict(result), "build_seconds": seconds})
+        verification = {**_as_dict(result), "build_seconds": seconds}
+        if accuracy is not None:
+            verification["accuracy_control"] = accuracy
+        manifest = replace(manifest, verification=verification)
         save_ir(encoder, work / ENCODER_XML, manifest, "encoder")
         save_ir(decoder, work / DECODER_XML, manifest, "decoder")
         (work / LABELS_NAME).write_text("\n".join(manifest.labels) + "\n")
@@ -316,21 +341,93 @@ def _as_dict(result: Verification) -> dict:
     return {k: getattr(result, k) for k in result.__dataclass_fields__}
 
 
-def _quantize_pair(
-    encoder: ov.Model, decoder: ov.Model, calib: list[np.ndarray], manifest: Manifest
-) -> tuple[ov.Model, ov.Model]:
-    frames = [inputs for clip in calib for inputs in encoder_inputs(clip, manifest)]
+def _calibration_samples(
+    float_encoder: ov.CompiledModel, calib: list[np.ndarray], manifest: Manifest
+) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
+    """Encoder inputs (at most 800 frames) and decoder inputs (the float encoder's windows)."""
+    frames = [list(inputs) for clip in calib for inputs in encoder_inputs(clip, manifest)]
     frames = frames[:: max(1, len(frames) // 800)][:800]
-    print(f"      quantising the encoder on {len(frames)} frames from {len(calib)} clips")
-    float_encoder = ov.Core().compile_model(encoder, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     windows = [
         ir_embeddings(float_encoder, clip, manifest)[None]
         for clip in tqdm(calib, desc="embedding windows", unit="clip", leave=False)
     ]
-    q_encoder = quantize(encoder, [list(f) for f in frames])
+    return frames, windows
+
+
+def _quantize_pair(
+    encoder: ov.Model, decoder: ov.Model, calib: list[np.ndarray], manifest: Manifest
+) -> tuple[ov.Model, ov.Model]:
+    float_encoder = ov.Core().compile_model(encoder, "CPU", F32)
+    frames, windows = _calibration_samples(float_encoder, calib, manifest)
+    print(f"      quantising the encoder on {len(frames)} frames from {len(calib)} clips")
+    q_encoder = quantize(encoder, frames)
     print(f"      quantising the decoder on {len(windows)} embedding windows (transformer model type)")
     q_decoder = quantize(decoder, windows, transformer=True)
     return q_encoder, q_decoder
+
+
+def _quantize_pair_controlled(
+    encoder: ov.Model,
+    decoder: ov.Model,
+    calib: list[np.ndarray],
+    manifest: Manifest,
+    val_clips: list[np.ndarray],
+    val_labels: list[int],
+    max_drop: float,
+) -> tuple[ov.Model, ov.Model, dict]:
+    """NNCF accuracy control, decoder first (on float-encoder windows, half the budget), then the
+    encoder (what the decoder did not use), each judged by clip top-1 on the labelled clips."""
+    core = ov.Core()
+    float_encoder = core.compile_model(encoder, "CPU", F32)
+    frames, windows = _calibration_samples(float_encoder, calib, manifest)
+    val_windows = [(ir_embeddings(float_encoder, clip, manifest)[None], y) for clip, y in zip(val_clips, val_labels)]
+
+    def decoder_accuracy(compiled: ov.CompiledModel, items) -> tuple[float, list[float]]:
+        request = compiled.create_infer_request()
+        hits = [float(np.argmax(request.infer([w])[0]) == y) for w, y in items]
+        return float(np.mean(hits)), hits
+
+    float_accuracy = decoder_accuracy(core.compile_model(decoder, "CPU", F32), val_windows)[0]
+    print(
+        f"      accuracy control: float top-1 {100 * float_accuracy:.1f}% on {len(val_clips)} labelled clips; "
+        f"allowed drop {100 * max_drop:.1f} points"
+    )
+    q_decoder = quantize_with_accuracy_control(
+        decoder, windows, val_windows, decoder_accuracy, max_drop=max_drop / 2, transformer=True
+    )
+    q_decoder_compiled = core.compile_model(q_decoder, "CPU", F32)
+    spent = max(0.0, float_accuracy - decoder_accuracy(q_decoder_compiled, val_windows)[0])
+
+    def pipeline_accuracy(compiled: ov.CompiledModel, items) -> tuple[float, list[float]]:
+        request = q_decoder_compiled.create_infer_request()
+        hits = [
+            float(np.argmax(request.infer([ir_embeddings(compiled, clip, manifest)[None]])[0]) == y)
+            for clip, y in items
+        ]
+        return float(np.mean(hits)), hits
+
+    val_items = list(zip(val_clips, val_labels))
+    q_encoder = quantize_with_accuracy_control(
+        encoder, frames, val_items, pipeline_accuracy, max_drop=max(max_drop - spent, 1e-6)
+    )
+    int8_accuracy = pipeline_accuracy(core.compile_model(q_encoder, "CPU", F32), val_items)[0]
+    drop = float_accuracy - int8_accuracy
+    print(f"      accuracy control: INT8 top-1 {100 * int8_accuracy:.1f}% (drop {100 * drop:.1f} points)")
+    if drop > max_drop + 1e-9:
+        raise BuildError(
+            f"INT8 loses {100 * drop:.1f} points of top-1 on the validation data (float {100 * float_accuracy:.1f}%, "
+            f"INT8 {100 * int8_accuracy:.1f}%), more than --max-accuracy-drop {max_drop}; no model was written"
+        )
+    return (
+        q_encoder,
+        q_decoder,
+        {
+            "clips": len(val_clips),
+            "max_drop": max_drop,
+            "float_top1": float_accuracy,
+            "int8_top1": int8_accuracy,
+        },
+    )
 
 
 def _replace_dir(work: Path, out: Path) -> None:

@@ -80,3 +80,39 @@ def clips_from_path(
             f"{window} frames; at least {min_clips} clips ({min_clips * window} frames) are needed"
         )
     return clips
+
+
+def labelled_clips(
+    path: str | Path, model_labels: list[str], pre: Preprocessing, *, window: int, stride: int, max_clips: int
+) -> tuple[list[np.ndarray], list[int]]:
+    """One centred clip per video of a labelled dataset, classes interleaved so that any prefix is
+    balanced; labels are indices into `model_labels` (matched by name)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"validation data {path} does not exist")
+    dataset = open_dataset(path)
+    index = {name: i for i, name in enumerate(model_labels)}
+    unknown = [name for name in dataset.labels if name not in index]
+    if unknown:
+        raise DataError(
+            f"{path}: classes {', '.join(unknown[:5])} are not among the model's {len(model_labels)} labels "
+            "(validation data must use the model's class names)"
+        )
+    per_class = [[item for item in dataset.items if item.label == c] for c in range(len(dataset.labels))]
+    interleaved = [item for group in itertools.zip_longest(*per_class) for item in group if item is not None]
+    span = (window - 1) * stride + 1
+    clips, labels = [], []
+    for item in interleaved:
+        if len(clips) >= max_clips:
+            break
+        try:
+            frames = read_frames(item.path)
+        except VtnEdgeError as exc:
+            log.warning("skipping %s: %s", item.path, exc)
+            continue
+        start = max(0, (len(frames) - span) // 2)
+        clips.append(clip_from_frames(frames, pre, window=window, stride=stride, start=start))
+        labels.append(index[dataset.labels[item.label]])
+    if len(clips) < 2:
+        raise DataError(f"{path}: only {len(clips)} decodable labelled videos; accuracy control needs at least 2")
+    return clips, labels

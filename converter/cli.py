@@ -44,6 +44,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             precision=args.precision,
             calibration=args.calibration,
             validation=args.validation,
+            max_accuracy_drop=args.max_accuracy_drop,
             interface=args.interface,
             out=args.out,
             force=args.force,
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, help="default: ir_models/<arch>-<modality>-<precision>")
     build.add_argument("--force", action="store_true", help="replace an existing output directory")
     build.add_argument("--verify-clips", type=int, default=60, help="held-out clips for verification")
+    build.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="int8: NNCF accuracy control, losing at most this top-1 fraction (e.g. 0.01) on labelled --validation",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_build)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import openvino as ov
@@ -11,15 +11,11 @@ import openvino as ov
 log = logging.getLogger(__name__)
 
 
-def quantize(model: ov.Model, samples: Sequence[object], *, transformer: bool = False) -> ov.Model:
-    """Quantise `model` on `samples` (each one model input: an array or a tuple of arrays).
-
-    Transformers (the decoder) get NNCF's transformer model type, which keeps the softmax and
-    layer-wise sensitive parts in float.
-    """
+def _settings(transformer: bool) -> dict:
+    """Transformers (the decoder) get NNCF's transformer model type, which keeps the softmax and
+    layer-wise sensitive parts in float."""
     import nncf
 
-    dataset = nncf.Dataset(list(samples))
     # CNN encoders get full bias correction: on the default MobileNetV2-VTN it took top-1 agreement
     # with torch from 93% to 98% and the minimum embedding cosine from 0.93 to 0.98, for 10 s more.
     # Depthwise convolutions (GroupConvolution) stay in float: int8 depthwise filters flipped the top-1 of
@@ -31,7 +27,39 @@ def quantize(model: ov.Model, samples: Sequence[object], *, transformer: bool = 
         if transformer
         else {"fast_bias_correction": False, "ignored_scope": depthwise}
     )
-    return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.MIXED, **kwargs)
+    return {"preset": nncf.QuantizationPreset.MIXED, **kwargs}
+
+
+def quantize(model: ov.Model, samples: Sequence[object], *, transformer: bool = False) -> ov.Model:
+    """Quantise `model` on `samples` (each one model input: an array or a tuple of arrays)."""
+    import nncf
+
+    return nncf.quantize(model, nncf.Dataset(list(samples)), subset_size=len(samples), **_settings(transformer))
+
+
+def quantize_with_accuracy_control(
+    model: ov.Model,
+    samples: Sequence[object],
+    validation: Sequence[object],
+    validate: Callable[[ov.CompiledModel, Iterable[object]], tuple[float, list[float]]],
+    *,
+    max_drop: float,
+    transformer: bool = False,
+) -> ov.Model:
+    """Like `quantize`, but NNCF returns layers to float until `validate` (accuracy, per-item
+    correctness) has lost at most `max_drop` (absolute) against the float model."""
+    import nncf
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(list(samples)),
+        nncf.Dataset(list(validation)),
+        validate,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(samples),
+        **_settings(transformer),
+    )
 
 
 def count_quantized_ops(model: ov.Model) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -211,3 +212,35 @@ def test_resnet34_int8_build(tmp_path, trained_checkpoint):
     )
     manifest = Manifest.load(out / "model.json")
     assert manifest.arch == "resnet34" and manifest.verification["embedding_cosine_min"] >= 0.95
+
+
+def test_accuracy_controlled_int8_keeps_within_the_allowed_drop(tmp_path, trained_checkpoint, tiny_dataset):
+    out = build(
+        BuildOptions(
+            arch="mobilenetv2",
+            checkpoint=trained_checkpoint,
+            precision="int8",
+            out=tmp_path / "ac",
+            calibration=tiny_dataset / "train" / "core",
+            validation=tiny_dataset / "val" / "core",
+            max_accuracy_drop=0.02,
+            calibration_clips=16,
+            verify_clips=32,
+        )
+    )
+    control = Manifest.load(out / "model.json").verification["accuracy_control"]
+    assert control["clips"] == 32 and control["max_drop"] == 0.02
+    assert control["float_top1"] >= 0.8  # a trained model, so the drop means something
+    assert control["float_top1"] - control["int8_top1"] <= 0.02 + 1e-9
+
+
+def test_accuracy_control_needs_labelled_validation_data(tmp_path, trained_checkpoint):
+    for options, message in [
+        (dict(max_accuracy_drop=0.01), "needs --validation"),
+        (dict(max_accuracy_drop=0.01, precision="fp16", validation=tmp_path), "applies to --precision int8"),
+        (dict(max_accuracy_drop=5, validation=tmp_path), "fraction in (0, 1)"),
+    ]:
+        opts = BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, out=tmp_path / "x", **options)
+        with pytest.raises(BuildError, match=re.escape(message)):
+            build(opts)
+        assert not (tmp_path / "x").exists()

@@ -187,7 +187,8 @@ class Monitor:
                         self.metrics.sync_source(st.name, s.frames_dropped, s.reconnects, s.connected)
                 if self.config.status_every_s and now - last_status >= self.config.status_every_s:
                     last_status = now
-                    log.info("status: %s", "; ".join(self._status(st) for st in self.states))
+                    statuses = "; ".join(self._status(st) for st in self.states)
+                    log.info("status: %s; resident memory %.1f MB", statuses, resident_mb())
         finally:
             mqtt_left = self._shutdown()
         return MonitorSummary(

@@ -81,6 +81,7 @@ class MqttPublisher:
         self._early: set[int] = set()  # acknowledged before publish() recorded them
         self._lock = threading.Lock()
         self._warned = False
+        self._closing = False
         client_id = client_id or f"vtn-edge-{socket.gethostname()}-{os.getpid()}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self._client.max_queued_messages_set(0)  # unbounded: events are small and rare
@@ -122,6 +123,7 @@ class MqttPublisher:
         left = self.unacknowledged()
         if left:
             log.warning("MQTT: %d event(s) not acknowledged by %s at shutdown", left, self.target.display)
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
         return left
@@ -136,7 +138,7 @@ class MqttPublisher:
         log.info("MQTT: connected to %s", self.target.display)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._closing:
             log.warning("MQTT: lost %s (%s); reconnecting", self.target.display, reason_code)
         self.connected.clear()
 
