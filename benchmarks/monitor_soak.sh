@@ -17,7 +17,7 @@ start_rtsp() { /usr/bin/python3 tests/servers/rtsp_server.py "$CLIP" "$RTSP_PORT
 mosquitto -c "$OUT/mosquitto.conf" > "$OUT/mosquitto.log" 2>&1 & MQTT_PID=$!
 start_rtsp
 trap 'kill $RTSP_PID $MQTT_PID 2>/dev/null || true' EXIT
-rm -f "$OUT/events.jsonl"
+rm -rf "$OUT/events.jsonl" "$OUT/clips"
 "$PY" examples/rtsp_monitor.py --model "$MODEL" --source "rtsp://127.0.0.1:$RTSP_PORT/stream" \
     --events "$OUT/events.jsonl" --mqtt "mqtt://127.0.0.1:$MQTT_PORT/soak" --metrics-port "$METRICS_PORT" \
     --save-clips "$OUT/clips" --duration "$SECONDS_TOTAL" --status-every 60 --read-timeout 2 2> "$OUT/monitor.log" &

@@ -16,10 +16,9 @@
 
 from __future__ import annotations
 
-import errno
 import time
 
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import port_error
 from vtn_edge.types import Prediction
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -94,11 +93,7 @@ class MonitorMetrics:
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise VtnEdgeError(
-                    f"metrics port {host}:{port} is already in use: pick another --metrics-port"
-                ) from None
-            raise VtnEdgeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+            raise port_error("metrics", host, port, exc, "--metrics-port") from None
 
     def close(self) -> None:
         if self._server is not None:

@@ -7,7 +7,6 @@ somebody watches, at a capped rate, so the preview costs nothing when no one loo
 
 from __future__ import annotations
 
-import errno
 import html
 import json
 import threading
@@ -19,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import port_error
 
 BOUNDARY = "vtnframe"
 
@@ -71,11 +70,7 @@ class PreviewServer:
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise VtnEdgeError(
-                    f"preview port {host}:{port} is already in use: pick another --preview-port"
-                ) from None
-            raise VtnEdgeError(f"cannot serve the preview on {host}:{port}: {exc.strerror}") from None
+            raise port_error("preview", host, port, exc, "--preview-port") from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="preview", daemon=True)
