@@ -230,7 +230,7 @@ def test_accuracy_controlled_int8_keeps_within_the_allowed_drop(tmp_path, traine
     )
     control = Manifest.load(out / "model.json").verification["accuracy_control"]
     assert control["clips"] == 32 and control["max_drop"] == 0.02
-    assert control["float_top1"] >= 0.8  # a trained model, so the drop means something
+    assert control["float_top1"] >= 0.6  # a trained model (chance: 0.25), so the drop means something
     assert control["float_top1"] - control["int8_top1"] <= 0.02 + 1e-9
 
 
@@ -238,7 +238,7 @@ def test_accuracy_control_needs_labelled_validation_data(tmp_path, trained_check
     for options, message in [
         (dict(max_accuracy_drop=0.01), "needs --validation"),
         (dict(max_accuracy_drop=0.01, precision="fp16", validation=tmp_path), "applies to --precision int8"),
-        (dict(max_accuracy_drop=5, validation=tmp_path), "fraction in (0, 1)"),
+        (dict(max_accuracy_drop=5, validation=tmp_path), "a fraction of accuracy in (0, 1)"),
     ]:
         opts = BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, out=tmp_path / "x", **options)
         with pytest.raises(BuildError, match=re.escape(message)):

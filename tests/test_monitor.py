@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +21,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from servers import Broker, RtspServer, Subscriber, free_port, have_rtsp_server, mosquitto_binary, need
+from servers import (
+    Broker,
+    RtspServer,
+    Subscriber,
+    free_port,
+    have_rtsp_server,
+    make_certificates,
+    mosquitto_binary,
+    need,
+)
 
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.monitor.events import ActionEvent, EventTracker, JsonLinesWriter
@@ -233,6 +243,26 @@ def test_events_wait_for_a_broker_that_is_down_and_arrive_when_it_is_up(tmp_path
     assert code == 0, mon.log()
     subscriber.close()
     broker.stop()
+
+
+def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosquitto_ok):
+    need(shutil.which("openssl") is not None, "openssl is not installed")
+    certs = make_certificates(tmp_path)
+    broker = Broker(tmp_path, tls=certs).start()
+    subscriber = Subscriber(broker.port, "secure", ca=certs["ca"])
+    mon = Monitor(
+        tmp_path,
+        "--source", str(shared_data / "videos" / CLIP),
+        "--mqtt", f"mqtts://127.0.0.1:{broker.port}/secure", "--mqtt-ca", certs["ca"],
+    )  # fmt: skip
+    try:
+        mon.wait_for(lambda: len(subscriber.messages) >= 1, "an event over TLS")
+    finally:
+        code, _ = mon.terminate()
+        subscriber.close()
+        broker.stop()
+    assert code == 0, mon.log()
+    assert json.loads(subscriber.messages[0])["event"] == "start"
 
 
 @pytest.mark.parametrize(

@@ -102,8 +102,11 @@ class RtspServer:
 class Broker:
     """A mosquitto broker on 127.0.0.1 with its own config (no persistence); optional password file."""
 
-    def __init__(self, folder: Path, port: int | None = None, users: dict[str, str] | None = None):
+    def __init__(
+        self, folder: Path, port: int | None = None, users: dict[str, str] | None = None, tls: dict | None = None
+    ):
         self.folder, self.port, self.users = Path(folder), port or free_port(), users or {}
+        self.tls = tls  # {"ca": ..., "cert": ..., "key": ...} from make_certificates()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Broker:
@@ -117,6 +120,8 @@ class Broker:
             conf += ["allow_anonymous false", f"password_file {passwd}"]
         else:
             conf.append("allow_anonymous true")
+        if self.tls:
+            conf += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}"]
         path = self.folder / f"mosquitto-{self.port}.conf"
         path.write_text("\n".join(conf) + "\n")
         self.log = open(self.folder / f"mosquitto-{self.port}.log", "w")  # noqa: SIM115
@@ -138,16 +143,50 @@ class Broker:
         self.proc = None
 
 
+def make_certificates(folder: Path) -> dict[str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
+    folder = Path(folder)
+    ca_key, ca, key, csr, cert = (
+        str(folder / n) for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1",
+        "-extfile", str(ext))  # fmt: skip
+    return {"ca": ca, "cert": cert, "key": key}
+
+
 class Subscriber:
     """Collects every message on a topic (resubscribing after reconnects)."""
 
-    def __init__(self, port: int, topic: str, user: str | None = None, password: str | None = None):
+    def __init__(
+        self, port: int, topic: str, user: str | None = None, password: str | None = None, ca: str | None = None
+    ):
         import paho.mqtt.client as mqtt
 
         self.messages: list[bytes] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         if user:
             self.client.username_pw_set(user, password)
+        if ca:
+            self.client.tls_set(ca_certs=ca)
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
