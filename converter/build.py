@@ -412,7 +412,7 @@ def _quantize_pair_controlled(
     )
     int8_accuracy = pipeline_accuracy(core.compile_model(q_encoder, "CPU", F32), val_items)[0]
     drop = float_accuracy - int8_accuracy
-    print(f"      accuracy control: INT8 top-1 {100 * int8_accuracy:.1f}% (drop {100 * drop:.1f} points)")
+    print(f"      accuracy control: INT8 top-1 {100 * int8_accuracy:.1f}% ({-100 * drop:+.1f} points against float)")
     if drop > max_drop + 1e-9:
         raise BuildError(
             f"INT8 loses {100 * drop:.1f} points of top-1 on the validation data (float {100 * float_accuracy:.1f}%, "
