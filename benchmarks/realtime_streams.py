@@ -39,15 +39,16 @@ def run(model: Path, clip: Path, streams: int, seconds: float) -> tuple[int, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "ir_models" / "mobilenetv2-rgb-int8")
-    parser.add_argument("--clip", type=Path, default=ROOT.parent / "shared" / "data" / "videos" / "flipping_pancake.mkv")
+    parser.add_argument("--clip", type=Path, default=ROOT.parent / "shared/data/videos/flipping_pancake.mkv")
     parser.add_argument("--streams", type=int, nargs="+", default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
     rows = []
     for n in args.streams:
+        print(f"{n} streams for {args.seconds:.0f} s ...", flush=True)
         streams, fps, read, dropped, share = run(args.model, args.clip, n, args.seconds)
         rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%"))
-        print(format_table(["streams", "labelled frames/s", "frames read", "dropped", "dropped share"], rows), flush=True)
+    print(format_table(["streams", "labelled frames/s", "frames read", "dropped", "dropped share"], rows))
 
 
 if __name__ == "__main__":
