@@ -96,6 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             kd_temperature=args.kd_temperature,
             kd_alpha=args.kd_alpha,
             seed=args.seed,
+            bf16=args.bf16,
             max_steps=args.max_steps,
             out=str(args.out),
         )
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--kd-temperature", type=float, default=4.0)
     train.add_argument("--kd-alpha", type=float, default=0.5)
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast (~2x on CPUs with AMX/AVX512-BF16)")
     train.add_argument("--max-steps", type=int, help="cap steps per epoch (smoke tests)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", type=Path, help="continue the run in this directory")

@@ -64,6 +64,7 @@ class TrainOptions:
     kd_temperature: float = 4.0
     kd_alpha: float = 0.5
     seed: int = 0
+    bf16: bool = False  # autocast to bfloat16: ~2x faster on CPUs with AMX or AVX512-BF16, and on GPUs
     max_steps: int | None = None  # per epoch; for smoke tests
     cache_dir: str | None = None
 
@@ -253,7 +254,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         train_clips.set_epoch(epoch)
         started = time.perf_counter()
         loss, acc = _run_epoch(net, loader, optimizer, device, teachers, opts, epoch, rank, model)
-        val_loss, val_acc = _validate(trainable, val_loader, device) if val_loader else (loss, acc)
+        val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
         scheduler.step(val_loss)
         state.epoch = epoch
         record = {
@@ -309,10 +310,12 @@ def _run_epoch(
         if opts.max_steps is not None and step >= opts.max_steps:
             break
         x, y = x.to(device), y.to(device)
-        logits = net(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+            logits = net(x).float()
+            if teachers:
+                with torch.no_grad():
+                    target = torch.stack([t(x) for t in teachers]).mean(0).float()
         if teachers:
-            with torch.no_grad():
-                target = torch.stack([t(x) for t in teachers]).mean(0)
             loss = distillation_loss(logits, target, y, temperature=opts.kd_temperature, alpha=opts.kd_alpha)
         else:
             loss = F.cross_entropy(logits, y)
@@ -328,12 +331,13 @@ def _run_epoch(
 
 
 @torch.no_grad()
-def _validate(net, loader, device) -> tuple[float, float]:
+def _validate(net, loader, device, bf16: bool = False) -> tuple[float, float]:
     net.eval()
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = net(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x).float()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)

@@ -37,6 +37,16 @@ def test_folder_per_class_layout(tiny_dataset, tmp_path):
     assert (out / "curves.png").stat().st_size > 1000
 
 
+def test_bf16_autocast_trains_and_saves_float_weights(tiny_dataset, tmp_path):
+    from converter.checkpoints import load_any
+
+    out = _run(tmp_path, tiny_dataset / "train" / "core", bf16=True, max_steps=3)
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(record["loss"])
+    model = load_any(out / "last.safetensors")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_list_file_layout(tiny_dataset, tmp_path):
     root = tiny_dataset / "train" / "core"
     labels = (root / "labels.txt").read_text().split()
