@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
@@ -49,7 +51,7 @@ class MonitorConfig:
     clips: ClipOptions | None = None
     policy: LabelPolicy = LabelPolicy(smoothing="mean", threshold=0.5, hold_seconds=0.5)
     live: LiveOptions = LiveOptions()
-    compile: CompileOptions | None = None
+    compile_options: CompileOptions | None = None
     duration_s: float | None = None
     status_every_s: float = 10.0
 
@@ -61,7 +63,7 @@ class _SourceState:
     tracker: EventTracker
     clips: ClipRecorder | None = None
     connection: int = 0
-    frame: object = None  # newest processed frame, for the preview
+    frame: np.ndarray | None = None  # newest processed frame, for the preview
     label: str | None = None
     score: float = 0.0
     frames: int = 0
@@ -150,7 +152,7 @@ class Monitor:
         self.mqtt = None
         if config.mqtt:
             self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), config.mqtt_tls)
-        options = config.compile or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
+        options = config.compile_options or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
         self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=config.policy)
         self._closers.append(self.recognizer.close)
         self.recognizer.on_prediction(self._on_prediction)
@@ -386,7 +388,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
             pace=not args.no_pace,
             rtsp_transport=args.rtsp_transport,
         ),
-        compile=CompileOptions(
+        compile_options=CompileOptions(
             device=args.device, mode="throughput" if streams > 1 else "latency", threads=args.threads
         ),
         duration_s=args.duration,

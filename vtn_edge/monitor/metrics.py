@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from vtn_edge.errors import port_error
+from vtn_edge.errors import VtnEdgeError, port_error
 from vtn_edge.types import Prediction
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -26,7 +26,10 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 class MonitorMetrics:
     def __init__(self, sources: list[str]):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        except ImportError:
+            raise VtnEdgeError("--metrics-port needs prometheus-client: pip install 'vtn-edge[monitor]'") from None
 
         self.registry = CollectorRegistry()
         r = self.registry

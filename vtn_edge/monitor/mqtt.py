@@ -72,7 +72,10 @@ class MqttPublisher:
     """Publishes events as JSON. Never blocks the caller; reconnects by itself (1 s .. 30 s)."""
 
     def __init__(self, target: MqttTarget, tls: TlsOptions | None = None, client_id: str | None = None):
-        import paho.mqtt.client as mqtt
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise MqttError("--mqtt needs paho-mqtt: pip install 'vtn-edge[monitor]'") from None
 
         self.target = target
         self.connected = threading.Event()
