@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
 from vtn_edge.monitor.clips import ClipOptions, ClipRecorder
@@ -226,7 +226,11 @@ class Monitor:
                 st.tracker.close(SOURCE_LOST)
                 self.recognizer.reset(i)
             st.connection = item.connection
-        self.recognizer.push(item.frame, stream=i, timestamp=item.timestamp)
+        try:
+            self.recognizer.push(item.frame, stream=i, timestamp=item.timestamp)
+        except FrameError as exc:  # one bad frame from a camera must not stop the monitor
+            log.warning("%s: frame skipped: %s", st.name, exc)
+            return
         st.frame = item.frame
         if st.clips is None and self.config.clips is not None:
             st.clips = ClipRecorder(st.name, self.config.clips, st.source.stats.fps)
@@ -272,7 +276,10 @@ class Monitor:
                 self.metrics.events.labels(st.name, event.label).inc()
         log.info("%s: %s %s (%.2f)", st.name, event.event, event.label, event.score)
         if self.writer is not None:
-            self.writer.write(event)
+            try:
+                self.writer.write(event)
+            except OSError as exc:  # e.g. a full disk: say so loudly, keep publishing to MQTT
+                log.error("%s: could not write event %s to %s: %s", st.name, event.id, self.config.events_file, exc)
         if self.mqtt is not None:
             self.mqtt.publish(event)
             if self.metrics is not None:
