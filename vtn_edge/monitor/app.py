@@ -170,7 +170,7 @@ class Monitor:
         for st in self.states:
             st.source.start()
             log.info("%s: watching %s", st.name, describe(st.source.source))
-        last_status = started
+        last_status = last_sync = started
         try:
             while not stop.is_set():
                 if self.config.duration_s is not None and time.monotonic() - started >= self.config.duration_s:
@@ -183,7 +183,8 @@ class Monitor:
                     log.info("every source has ended")
                     break
                 now = time.monotonic()
-                if self.metrics is not None:
+                if self.metrics is not None and now - last_sync >= 0.5:
+                    last_sync = now
                     for st in self.states:
                         s = st.source.stats
                         self.metrics.sync_source(st.name, s.frames_dropped, s.reconnects, s.connected)
