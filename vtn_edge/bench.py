@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from vtn_edge.model import CompileOptions, VtnModel, compile_pair
+from vtn_edge.model import CompileOptions, VtnModel, compile_pair, encoder_requests
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
 from vtn_edge.sources import open_source
@@ -50,60 +50,36 @@ class BenchResult:
 
     def table(self) -> str:
         rows = [
-            (
-                "encoder (1 frame)",
-                f"{self.encoder.p50_ms:.2f}",
-                f"{self.encoder.p99_ms:.2f}",
-                f"{self.encoder.per_second:.0f}/s",
-            ),
-            (
-                "decoder (1 window)",
-                f"{self.decoder.p50_ms:.2f}",
-                f"{self.decoder.p99_ms:.2f}",
-                f"{self.decoder.per_second:.0f}/s",
-            ),
-            ("encoder, requests in flight", "", "", f"{self.encoder_throughput:.0f}/s"),
-            ("decoder, requests in flight", "", "", f"{self.decoder_throughput:.0f}/s"),
-            (f"raw schedule (stride {self.stride})", "", "", f"{self.raw_schedule_fps:.0f} frames/s"),
-            (
+            _row("encoder (1 frame)", self.encoder, f"{self.encoder.per_second:.0f}/s"),
+            _row("decoder (1 window)", self.decoder, f"{self.decoder.per_second:.0f}/s"),
+            _row("encoder, requests in flight", None, f"{self.encoder_throughput:.0f}/s"),
+            _row("decoder, requests in flight", None, f"{self.decoder_throughput:.0f}/s"),
+            _row(f"raw schedule (stride {self.stride})", None, f"{self.raw_schedule_fps:.0f} frames/s"),
+            _row(
                 f"end-to-end, decoded frames, {self.streams} stream(s)",
-                f"{self.e2e_latency_all.p50_ms:.2f}",
-                f"{self.e2e_latency_all.p99_ms:.2f}",
+                self.e2e_latency_all,
                 f"{self.e2e_fps:.0f} frames/s",
             ),
-            (
-                "  latency of encoded frames",
-                f"{self.e2e_latency_encoded.p50_ms:.2f}",
-                f"{self.e2e_latency_encoded.p99_ms:.2f}",
-                "",
-            ),
-            ("  end-to-end / raw", "", "", f"{100 * self.e2e_ratio:.0f}%"),
+            _row("  latency of encoded frames", self.e2e_latency_encoded),
+            _row("  end-to-end / raw", None, f"{100 * self.e2e_ratio:.0f}%"),
         ]
         if self.live_latency_all is not None:
-            rows.append(
-                (
-                    "latency at camera rate (1 frame in flight)",
-                    f"{self.live_latency_all.p50_ms:.2f}",
-                    f"{self.live_latency_all.p99_ms:.2f}",
-                    "",
-                )
-            )
-            rows.append(
-                (
-                    "  latency of encoded frames",
-                    f"{self.live_latency_encoded.p50_ms:.2f}",
-                    f"{self.live_latency_encoded.p99_ms:.2f}",
-                    "",
-                )
-            )
+            rows.append(_row("latency at camera rate (1 frame in flight)", self.live_latency_all))
+            rows.append(_row("  latency of encoded frames", self.live_latency_encoded))
         if self.video_fps is not None:
-            rows.append(("end-to-end with video decoding", "", "", f"{self.video_fps:.0f} frames/s"))
-            rows.append(("  with decoding / raw", "", "", f"{100 * self.video_ratio:.0f}%"))
+            rows.append(_row("end-to-end with video decoding", None, f"{self.video_fps:.0f} frames/s"))
+            rows.append(_row("  with decoding / raw", None, f"{100 * self.video_ratio:.0f}%"))
         head = f"{self.model}: {self.frames} frames, settings {self.settings}"
         return head + "\n" + format_table(["stage", "p50 ms", "p99 ms", "throughput"], rows)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _row(stage: str, timing: Timing | None, throughput: str = "") -> tuple[str, str, str, str]:
+    if timing is None:
+        return stage, "", "", throughput
+    return stage, f"{timing.p50_ms:.2f}", f"{timing.p99_ms:.2f}", throughput
 
 
 def _time_requests(compiled: ov.CompiledModel, inputs: list[np.ndarray], runs: int) -> Timing:
@@ -163,8 +139,7 @@ def run_bench(
     dec_inputs = [np.zeros(tuple(decoder.input(0).get_shape()), np.float32)]
     enc_t = _time_requests(encoder, enc_inputs, runs)
     dec_t = _time_requests(decoder, dec_inputs, runs)
-    requests = max(2, encoder.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))  # as StreamingRecognizer
-    enc_tp = _throughput(encoder, enc_inputs, requests, runs)
+    enc_tp = _throughput(encoder, enc_inputs, encoder_requests(encoder), runs)
     dec_tp = _throughput(decoder, dec_inputs, 1, runs)  # the recognizer runs its decoder on one request
     del encoder, decoder
     stride = manifest.stride

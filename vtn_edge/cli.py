@@ -182,9 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         # must be set before OpenVINO's CPU plugin (oneDNN) first loads, i.e. before any compile
         os.environ["ONEDNN_MAX_CPU_ISA"] = EDGE_ISA
         args.threads = args.threads or 1
-        # the CPU plugin would still pick bf16 (this CPU reports it), which oneDNN cannot run under
-        # an AVX2 cap ("object is not initialized"); an AVX2-only CPU runs f32 anyway
-        args.precision_hint = args.precision_hint or "f32"
     try:
         return args.func(args)
     except VtnEdgeError as exc:

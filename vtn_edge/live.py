@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import SourceError
+from vtn_edge.sources import LIVE_PREFIXES, is_live
 
 log = logging.getLogger(__name__)
-
-STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,12 @@ def parse_source(source: str | int) -> str | int:
     if isinstance(source, int) or str(source).isdigit():
         return int(source)
     text = str(source)
-    scheme = urlsplit(text).scheme.lower()
-    if scheme in STREAM_SCHEMES:
+    if is_live(text):
         return text
     if "://" in text:
         raise SourceError(
-            f"unsupported source scheme {scheme!r} in {describe(text)}: expected one of "
-            f"{', '.join(s + '://' for s in STREAM_SCHEMES)}, a video file or a camera index"
+            f"unsupported source scheme {urlsplit(text).scheme!r} in {describe(text)}: expected one of "
+            f"{', '.join(LIVE_PREFIXES)}, a video file or a camera index"
         )
     if not Path(text).is_file():
         raise SourceError(f"video file {text} does not exist (expected a stream URL, a video file or a camera index)")
@@ -102,7 +100,7 @@ class LiveSource:
         self.source = parse_source(source)
         self.name = name or describe(self.source)
         self.options = options or LiveOptions()
-        self.is_file = isinstance(self.source, str) and urlsplit(self.source).scheme.lower() not in STREAM_SCHEMES
+        self.is_file = not is_live(self.source)
         self.stats = SourceStats()
         self._wake = wake or threading.Event()
         self._lock = threading.Lock()
@@ -164,9 +162,7 @@ class LiveSource:
             backoff = min(2 * backoff, self.options.backoff_max_s)
 
     def _open(self) -> cv2.VideoCapture | None:
-        if isinstance(self.source, int):
-            capture = cv2.VideoCapture(self.source)
-        elif self.is_file:
+        if self.is_file or isinstance(self.source, int):
             capture = cv2.VideoCapture(self.source)
         else:
             if self.source.lower().startswith(("rtsp://", "rtsps://")):

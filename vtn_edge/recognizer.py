@@ -27,7 +27,7 @@ import openvino as ov
 
 from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.metrics import softmax
-from vtn_edge.model import CompileOptions, VtnModel, compile_pair, load_model
+from vtn_edge.model import CompileOptions, VtnModel, compile_pair, encoder_requests, load_model
 from vtn_edge.preprocess import center_crop_resize
 from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
 from vtn_edge.sources import open_source
@@ -125,7 +125,7 @@ class StreamingRecognizer:
         self._omz = manifest.interface == "omz"
         encoder, decoder = compile_pair(self.model, self.options)
         if requests is None:
-            requests = max(2, encoder.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            requests = encoder_requests(encoder)
         self._encoder = ov.AsyncInferQueue(encoder, requests)
         self._encoder.set_callback(self._on_encoded)
         self._decoder = decoder.create_infer_request()

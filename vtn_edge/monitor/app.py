@@ -123,8 +123,8 @@ class Monitor:
         names = config.names or [f"cam{i}" for i in range(len(parsed))]
         if len(set(names)) != len(names):
             raise VtnEdgeError(f"source names must be unique, got {names}")
-        if config.mqtt:
-            parse_mqtt_url(config.mqtt)  # a bad URL is a startup error, an absent broker is not
+        # a bad URL is a startup error, an absent broker is not
+        self._mqtt_target = parse_mqtt_url(config.mqtt) if config.mqtt else None
         model = load_model(config.model, labels=config.labels)
         self._closers: list = []
         try:
@@ -150,8 +150,9 @@ class Monitor:
             self.writer = JsonLinesWriter(config.events_file, sys.stdout if config.events_stdout else None)
             self._closers.append(self.writer.close)
         self.mqtt = None
-        if config.mqtt:
-            self.mqtt = MqttPublisher(parse_mqtt_url(config.mqtt), config.mqtt_tls)
+        if self._mqtt_target is not None:
+            self.mqtt = MqttPublisher(self._mqtt_target, config.mqtt_tls)
+            self._closers.append(self.mqtt.close)
         options = config.compile_options or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
         self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=config.policy)
         self._closers.append(self.recognizer.close)
@@ -187,7 +188,7 @@ class Monitor:
                     last_sync = now
                     for st in self.states:
                         s = st.source.stats
-                        self.metrics.sync_source(st.name, s.frames_dropped, s.reconnects, s.connected)
+                        self.metrics.sync_source(st.name, s.frames_dropped, s.reconnects, s.connected, st.fps)
                 if self.config.status_every_s and now - last_status >= self.config.status_every_s:
                     last_status = now
                     statuses = "; ".join(self._status(st) for st in self.states)
@@ -306,7 +307,6 @@ class Monitor:
             if st.clips is not None:
                 st.clips.close()
         mqtt_left = self.mqtt.close(timeout=2) if self.mqtt is not None else None
-        self.mqtt = None
         self._close_all()
         for st in self.states:
             st.source.close(timeout=0.5)
@@ -318,8 +318,6 @@ class Monitor:
                 self._closers.pop()()
             except Exception:
                 log.exception("shutdown step failed")
-        if getattr(self, "mqtt", None) is not None:
-            self.mqtt.close(timeout=0)
 
 
 # ---------------------------------------------------------------------- command line

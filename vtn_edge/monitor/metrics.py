@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import time
-
 from vtn_edge.errors import VtnEdgeError, port_error
 from vtn_edge.types import Prediction
 
@@ -50,7 +48,6 @@ class MonitorMetrics:
         self.events = Counter("vtn_events", "Action events started", ["source", "label"], registry=r)
         self.mqtt_connected = Gauge("vtn_mqtt_connected", "1 while the MQTT broker is connected", registry=r)
         self._current: dict[str, str] = {}
-        self._window: dict[str, tuple[float, int]] = {}
         self._synced: dict[tuple[str, str], int] = {}
         for s in sources:
             for metric in (self.frames, self.dropped, self.reconnects, self.up, self.score, self.latency, self.fps):
@@ -64,22 +61,16 @@ class MonitorMetrics:
         self.latency.labels(source).observe(p.latency_ms / 1000)
         self.score.labels(source).set(p.score if p.label is not None else 0.0)
         self._set_label(source, p.label or "none")
-        now = time.monotonic()
-        start, count = self._window.get(source, (now, 0))
-        count += 1
-        if now - start >= 2.0:
-            self.fps.labels(source).set(count / (now - start))
-            start, count = now, 0
-        self._window[source] = (start, count)
 
-    def sync_source(self, source: str, dropped: int, reconnects: int, up: bool) -> None:
-        """Copy a reader's running totals (counters only move forward)."""
+    def sync_source(self, source: str, dropped: int, reconnects: int, up: bool, fps: float) -> None:
+        """Copy a reader's running totals (counters only move forward) and the recent frame rate."""
         for name, counter, total in (("dropped", self.dropped, dropped), ("reconnects", self.reconnects, reconnects)):
             delta = total - self._synced.get((name, source), 0)
             if delta > 0:
                 counter.labels(source).inc(delta)
                 self._synced[(name, source)] = total
         self.up.labels(source).set(1 if up else 0)
+        self.fps.labels(source).set(fps)
 
     def _set_label(self, source: str, label: str) -> None:
         old = self._current.get(source)

@@ -119,7 +119,10 @@ class MqttPublisher:
             return len(self._pending)
 
     def close(self, timeout: float = 2.0) -> int:
-        """Wait up to `timeout` for queued events to be acknowledged; return how many were not."""
+        """Wait up to `timeout` for queued events to be acknowledged; return how many were not.
+        Closing again does nothing."""
+        if self._closing:
+            return self.unacknowledged()
         deadline = time.monotonic() + timeout
         while self.unacknowledged() and time.monotonic() < deadline:
             time.sleep(0.02)
