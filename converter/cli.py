@@ -87,6 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
             freeze_encoder=args.freeze_encoder,
             views=args.views,
+            cache_dir=str(args.cache_dir) if args.cache_dir else None,
             input_size=args.input_size,
             window=args.window,
             stride=args.stride,
@@ -142,7 +143,7 @@ def _cmd_temporal(args: argparse.Namespace) -> int:
     from vtn_edge.report import format_table
 
     report = temporal_report(args.checkpoint, args.data, args.val, args.cache_dir)
-    print(f"{report.clips} held-out clips (every cached view of {args.val})")
+    print(f"{report.clips} held-out clips (4 evenly spaced windows of each video in {args.val})")
     print(format_table(["check", "result"], report.rows()))
     return 0
 
@@ -217,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--init-checkpoint", type=Path, help="start from one of our checkpoints (new head)")
     train.add_argument("--freeze-encoder", action="store_true", help="cache embeddings, train the decoder alone")
-    train.add_argument("--views", type=int, default=4, help="cached clips per video with --freeze-encoder")
+    train.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="with --freeze-encoder: views cached per video, the centre crop plus N-1 random multi-scale crops",
+    )
+    train.add_argument("--cache-dir", type=Path, help="feature cache for --freeze-encoder (default: RUN/features)")
     train.add_argument("--input-size", type=int, default=224)
     train.add_argument("--window", type=int, default=16)
     train.add_argument("--stride", type=int, default=2)

@@ -1,14 +1,21 @@
-"""Frozen-encoder training: frame embeddings computed once, cached on disk, decoder trained alone.
+"""Frozen-encoder training: per-frame backbone features computed once, cached on disk; the
+projection to 512, the decoder and the classifier train on them.
 
-A cache entry holds `views` clips of one video ([views, T', 512] float16), keyed by the video
-(path, size, mtime), the sampling (window, stride, views, flip) and a fingerprint of the encoder's
-weights and preprocessing, so a changed encoder never reuses stale embeddings.
+Why every frame, and why before the projection: a training window can then start anywhere in a
+video (temporal augmentation at no extra encoder cost), and the 1x1 projection stays trainable
+(frozen, it would be a random matrix on top of an ImageNet backbone). An entry holds
+[views, frames, C] float16: the centre crop, then views - 1 fixed random multi-scale crops
+(flipped half the time unless flips are off). It is keyed by the video (path, size, mtime), the
+views, the flip setting, the stride (difference modalities pair each frame with the one `stride`
+before it) and a fingerprint of the backbone and its preprocessing, so a changed encoder never
+reuses stale features.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,24 +25,37 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from converter.data.clips import ClipDataset
+from converter.data.clips import ClipDataset, augment
 from converter.models.vtn import VTN
 from vtn_edge.preprocess import center_crop_resize, normalize
 from vtn_edge.video import read_frames, sample_indices
 
 log = logging.getLogger(__name__)
 
+BATCH = 32
 
-def encoder_fingerprint(model: VTN) -> str:
-    digest = hashlib.sha1(model.config.to_json().encode())
-    for key, value in sorted(model.encoder.state_dict().items()):
+
+def backbone_fingerprint(model: VTN) -> str:
+    config = model.config
+    digest = hashlib.sha1(f"{config.arch}|{config.modality}|{config.relu6}|{config.preprocessing}".encode())
+    for key, value in sorted(model.encoder.backbone.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.detach().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-class FrameEmbedder:
-    """The torch encoder compiled with OpenVINO (f32): the same numbers, about 4x faster on a CPU."""
+class _Pooled(torch.nn.Module):
+    def __init__(self, model: VTN):
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder.pool(current, previous).flatten(1)
+
+
+class FeatureExtractor:
+    """The frozen backbone compiled with OpenVINO (f32): the same numbers as torch, several times
+    faster on a CPU."""
 
     def __init__(self, model: VTN):
         size = model.config.preprocessing.input_size
@@ -43,73 +63,93 @@ class FrameEmbedder:
         example = torch.zeros(1, 3, size, size)
         shapes = [ov.PartialShape([-1, 3, size, size])] * (2 if self.pairs else 1)
         converted = ov.convert_model(
-            model.encoder.eval(), example_input=(example, example) if self.pairs else example, input=shapes
+            _Pooled(model.eval()), example_input=(example, example) if self.pairs else example, input=shapes
         )
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """[T, 3, S, S] normalised frames of one clip -> [T', 512]."""
-        inputs = [frames[1:], frames[:-1]] if self.pairs else [frames]
-        return self.compiled(inputs)[0]
+    def __call__(self, frames: np.ndarray, stride: int) -> np.ndarray:
+        """[F, 3, S, S] normalised frames of a video -> [F, C]; with a difference modality, frame t
+        is paired with frame t - stride (looping, like the sampling)."""
+        previous = frames[(np.arange(len(frames)) - stride) % len(frames)] if self.pairs else None
+        out = []
+        for i in range(0, len(frames), BATCH):
+            inputs = [frames[i : i + BATCH]] + ([previous[i : i + BATCH]] if self.pairs else [])
+            out.append(self.compiled(inputs)[0])
+        return np.concatenate(out)
 
 
-class EmbeddingCache:
-    def __init__(self, root: Path, model: VTN, *, views: int, flip: bool):
+class FeatureCache:
+    def __init__(self, root: Path, model: VTN, *, views: int, flip: bool, stride: int):
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.model, self.views, self.flip = model, views, flip
-        self.fingerprint = encoder_fingerprint(model)
-        self._embedder: FrameEmbedder | None = None
+        self.model, self.views, self.flip, self.stride = model, views, flip, stride
+        self.fingerprint = backbone_fingerprint(model)
+        self._extractor: FeatureExtractor | None = None
 
-    def _path(self, video: Path, window: int, stride: int) -> Path:
+    def _key(self, video: Path) -> str:
         stat = video.stat()
-        key = (
-            f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{window}|{stride}|{self.views}|{self.flip}|"
-            f"{self.fingerprint}"
+        stride = self.stride if self.model.config.uses_difference else 0
+        return (
+            f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.views}|{self.flip}|{stride}|{self.fingerprint}"
         )
-        return self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
-    def embed_dataset(self, clips: ClipDataset, desc: str) -> list[np.ndarray]:
-        """[views (x2 with flip), T', 512] per video, computing only what is not cached yet."""
+    def features(self, clips: ClipDataset, desc: str) -> list[np.ndarray]:
+        """[views, frames, C] per video, computing only what is not cached yet."""
         out, computed = [], 0
-        for index in tqdm(range(len(clips)), desc=f"embed {desc}", unit="video"):
-            item, _ = clips.items[index]
-            path = self._path(item.path, clips.window, clips.stride)
+        for item, _ in tqdm(clips.items, desc=f"features {desc}", unit="video"):
+            key = self._key(item.path)
+            path = self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
             if path.is_file():
                 out.append(np.load(path))
                 continue
-            out.append(self._compute(clips, index))
-            np.save(path, out[-1])
+            out.append(self._compute(item.path, key, clips))
+            np.save(path.with_suffix(".partial.npy"), out[-1])
+            path.with_suffix(".partial.npy").replace(path)
             computed += 1
         log.info("%s: %d videos embedded, %d from the cache", desc, computed, len(clips) - computed)
         return out
 
-    def _compute(self, clips: ClipDataset, index: int) -> np.ndarray:
-        if self._embedder is None:
-            self._embedder = FrameEmbedder(self.model)
-        frames = read_frames(clips.items[index][0].path)
-        span = clips.window * clips.stride
-        starts = np.linspace(0, max(0, len(frames) - span), self.views).round().astype(int)
-        views = []
-        for start in starts:
-            idx = sample_indices(len(frames), window=clips.window, stride=clips.stride, start=int(start))
-            u8 = np.stack([center_crop_resize(frames[i], clips.pre) for i in idx])
-            views.append(self._embedder(normalize(u8, clips.pre)))
-            if self.flip:
-                views.append(self._embedder(normalize(np.ascontiguousarray(u8[:, :, ::-1]), clips.pre)))
-        return np.stack(views).astype(np.float16)
+    def _compute(self, video: Path, key: str, clips: ClipDataset) -> np.ndarray:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.model)
+        frames = read_frames(video)
+        pre = clips.pre
+        rng = random.Random(key)  # the same crops every time this entry is computed
+        views = [np.stack([center_crop_resize(f, pre) for f in frames])]
+        views += [augment(frames, pre.input_size, rng, flip=self.flip) for _ in range(self.views - 1)]
+        return np.stack([self._extractor(normalize(v, pre), self.stride) for v in views]).astype(np.float16)
 
 
-class EmbeddingDataset(Dataset):
-    """(embeddings [T', 512], label): a random cached view in training, the first one otherwise."""
+class FeatureWindows(Dataset):
+    """(pooled features [T', C], label) of one window per video: in training a random view and a
+    random start; otherwise the centre view from frame 0 (the first Video@1 segment)."""
 
-    def __init__(self, embeddings: Sequence[np.ndarray], labels: Sequence[int], *, train: bool):
-        self.embeddings, self.labels, self.train = list(embeddings), list(labels), train
+    def __init__(
+        self,
+        features: Sequence[np.ndarray],
+        labels: Sequence[int],
+        *,
+        window: int,
+        stride: int,
+        difference: bool,
+        train: bool,
+    ):
+        self.features, self.labels = list(features), list(labels)
+        self.window, self.stride, self.difference, self.train = window, stride, difference, train
 
     def __len__(self) -> int:
-        return len(self.embeddings)
+        return len(self.features)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        views = self.embeddings[index]
-        view = np.random.randint(len(views)) if self.train else 0
-        return torch.from_numpy(views[view].astype(np.float32)), self.labels[index]
+        views = self.features[index]
+        frames = views.shape[1]
+        view, start = 0, 0
+        if self.train:
+            view = np.random.randint(len(views))
+            start = np.random.randint(max(0, frames - self.window * self.stride) + 1)
+        idx = sample_indices(frames, window=self.window, stride=self.stride, start=start)
+        if self.difference:  # a window of N frames has N - 1 differences, each paired with the frame before
+            idx = idx[1:]
+        return torch.from_numpy(views[view, idx].astype(np.float32)), self.labels[index]

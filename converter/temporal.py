@@ -2,8 +2,8 @@
 
 - Reversal: decode each held-out clip's embeddings in reverse order; a model that uses order
   turns each paired class into its partner.
-- Order-blind baseline: a linear classifier on the time-averaged embeddings of the same frozen
-  encoder; within a pair it should stay near chance (50%), since a pair's frames average to the
+- Order-blind baseline: a linear classifier on the time-averaged pooled features of the same
+  frozen encoder; within a pair it should stay near chance (50%), since a pair's frames average to the
   same picture.
 """
 
@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from converter.checkpoints import load_checkpoint
 from converter.data.clips import ClipDataset, usable_items
 from converter.data.synth import PARTNERS
-from converter.embedding_cache import EmbeddingCache
+from converter.embedding_cache import FeatureCache
 from vtn_edge.datasets import open_dataset
+from vtn_edge.video import sample_indices
 
 
 @dataclass(frozen=True)
@@ -40,30 +41,34 @@ class TemporalReport:
         ]
 
 
-def _embeddings(model, data: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _windows(model, data: Path, cache_dir: Path, per_video: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features [clips, T, C] of `per_video` evenly spaced windows of each video."""
+    config = model.config
     dataset = open_dataset(data)
-    items = usable_items(dataset, window=model.config.window, stride=model.config.stride)
-    clips = ClipDataset(
-        items, model.config.preprocessing, window=model.config.window, stride=model.config.stride, train=False
-    )
-    cache = EmbeddingCache(cache_dir, model, views=4, flip=False)
-    views = cache.embed_dataset(clips, data.name)
-    x = np.concatenate([v.astype(np.float32) for v in views])  # every cached view is a clip
-    y = np.concatenate([[item.label] * len(v) for (item, _), v in zip(items, views)])
-    return x, y
+    items = usable_items(dataset, window=config.window, stride=config.stride)
+    clips = ClipDataset(items, config.preprocessing, window=config.window, stride=config.stride, train=False)
+    cache = FeatureCache(cache_dir, model, views=1, flip=False, stride=config.stride)
+    x, y = [], []
+    for (item, _), features in zip(items, cache.features(clips, data.name)):
+        frames = features.shape[1]
+        for start in np.linspace(0, max(0, frames - config.window * config.stride), per_video).round():
+            idx = sample_indices(frames, window=config.window, stride=config.stride, start=int(start))
+            x.append(features[0, idx[1:] if config.uses_difference else idx].astype(np.float32))
+            y.append(item.label)
+    return np.stack(x), np.array(y)
 
 
 def temporal_report(
     checkpoint: Path, train_data: Path, val_data: Path, cache_dir: Path, epochs: int = 300
 ) -> TemporalReport:
-    model = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint).eval()
     labels = model.config.labels
-    _, decoder = model.split()
-    xtr, ytr = _embeddings(model, train_data, cache_dir)
-    xva, yva = _embeddings(model, val_data, cache_dir)
+    head = model.feature_head()
+    xtr, ytr = _windows(model, train_data, cache_dir)
+    xva, yva = _windows(model, val_data, cache_dir)
     with torch.no_grad():
-        logits = decoder(torch.from_numpy(xva)).numpy()
-        reversed_logits = decoder(torch.from_numpy(xva[:, ::-1].copy())).numpy()
+        logits = head(torch.from_numpy(xva)).numpy()
+        reversed_logits = head(torch.from_numpy(xva[:, ::-1].copy())).numpy()
     paired = np.array([labels[c] in PARTNERS for c in yva])
     partner = np.array([labels.index(PARTNERS[labels[c]]) if labels[c] in PARTNERS else -1 for c in yva])
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
 from converter.config import VTNConfig
 from converter.data.clips import ClipDataset, usable_items
-from converter.embedding_cache import EmbeddingCache, EmbeddingDataset
+from converter.embedding_cache import FeatureCache, FeatureWindows
 from converter.models.vtn import VTN, build_vtn
 from vtn_edge.datasets import open_dataset
 from vtn_edge.errors import VtnEdgeError
@@ -54,7 +54,7 @@ class TrainOptions:
     backbone_weights: str | None = None
     init_checkpoint: str | None = None
     freeze_encoder: bool = False
-    views: int = 4
+    views: int = 1  # frozen encoder: centre crop + views - 1 random crops, every frame of each
     input_size: int = 224
     window: int = 16
     stride: int = 2
@@ -195,20 +195,21 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     val_clips = ClipDataset(val_items, pre, window=opts.window, stride=opts.stride, train=False)
 
     if opts.freeze_encoder:
-        cache = EmbeddingCache(Path(opts.cache_dir or out / "embeddings"), model, views=opts.views, flip=opts.flip)
-        if rank == 0:
-            train_emb = cache.embed_dataset(train_clips, "train")
-            val_emb = cache.embed_dataset(val_clips, "val") if val_items else []
-        if dist.is_initialized():
+        cache = FeatureCache(
+            Path(opts.cache_dir or out / "features"), model, views=opts.views, flip=opts.flip, stride=opts.stride
+        )
+        if rank != 0 and dist.is_initialized():
+            dist.barrier()  # rank 0 computes what is missing; the others then read it from the cache
+        train_features = cache.features(train_clips, "train")
+        val_features = cache.features(val_clips, "val") if val_items else []
+        if rank == 0 and dist.is_initialized():
             dist.barrier()
-        if rank != 0:
-            train_emb = cache.embed_dataset(train_clips, "train")
-            val_emb = cache.embed_dataset(val_clips, "val") if val_items else []
-        train_data = EmbeddingDataset(train_emb, [i.label for i, _ in train_items], train=True)
-        val_data = EmbeddingDataset(val_emb, [i.label for i, _ in val_items], train=False)
-        for p in model.encoder.parameters():
+        windows = dict(window=opts.window, stride=opts.stride, difference=model.config.uses_difference)
+        train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
+        val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
+        for p in model.encoder.backbone.parameters():
             p.requires_grad_(False)
-        _, trainable = model.split()
+        trainable = model.feature_head()
         workers = 0
     else:
         train_data, val_data, trainable, workers = train_clips, val_clips, model, opts.workers
@@ -302,8 +303,6 @@ def _run_epoch(
     net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int, model: VTN
 ) -> tuple[float, float]:
     net.train()
-    if opts.freeze_encoder:
-        model.encoder.eval()
     total, correct, loss_sum = 0, 0, 0.0
     bar = tqdm(loader, desc=f"epoch {epoch}/{opts.epochs}", unit="batch", disable=rank != 0, leave=False)
     for step, (x, y) in enumerate(bar):

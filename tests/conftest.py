@@ -51,7 +51,7 @@ def trained_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
             freeze_encoder=True,
             views=2,
             input_size=TINY_SIZE,
-            epochs=12,
+            epochs=40,
             batch_size=8,
             lr=1e-3,
             workers=0,

@@ -184,3 +184,44 @@ def test_synthetic_benchmark_is_deterministic_and_pairs_share_appearance(tmp_pat
         mean_b = np.mean([f.astype(np.float32) for f in render_clip(partner, 1)], axis=0)
         if label not in ("appear", "disappear"):  # a step in the middle is symmetric only on average
             assert np.abs(mean_a - mean_b).mean() < 6.0, label
+
+
+def test_feature_head_equals_the_whole_model_on_pooled_features():
+    from converter.config import VTNConfig
+    from converter.models.vtn import build_vtn
+
+    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)).eval()
+    clip = torch.randn(2, 16, 3, 64, 64)
+    with torch.no_grad():
+        pooled = model.encoder.pool(clip.flatten(0, 1)).view(2, 16, -1)
+        assert torch.allclose(model.feature_head()(pooled), model(clip), atol=1e-5)
+    trainable = {id(p) for p in model.feature_head().parameters()}
+    assert id(model.encoder.reduce_conv.weight) in trainable  # the projection trains with the decoder
+    assert not trainable & {id(p) for p in model.encoder.backbone.parameters()}
+
+
+def test_feature_windows_start_anywhere_in_training_and_at_frame_0_otherwise():
+    from converter.embedding_cache import FeatureWindows
+
+    frames = np.arange(50, dtype=np.float16)[None, :, None].repeat(3, axis=2)  # feature = frame index
+    args = dict(window=16, stride=2, difference=False)
+    train_windows = FeatureWindows([frames], [0], train=True, **args)
+    starts = {int(train_windows[0][0][0, 0]) for _ in range(200)}
+    assert starts == set(range(50 - 32 + 1))
+    first, label = FeatureWindows([frames], [0], train=False, **args)[0]
+    assert first[:, 0].tolist() == list(range(0, 32, 2)) and label == 0
+    diff, _ = FeatureWindows([frames], [0], train=False, window=16, stride=2, difference=True)[0]
+    assert diff[:, 0].tolist() == list(range(2, 32, 2))  # 15 differences, each with the frame before
+
+
+def test_temporal_report_on_the_trained_model(trained_checkpoint, tiny_dataset, tmp_path):
+    from converter.temporal import temporal_report
+
+    report = temporal_report(
+        trained_checkpoint, tiny_dataset / "train" / "core", tiny_dataset / "val" / "core", tmp_path / "cache"
+    )
+    assert report.clips == 4 * 8 * 4  # 4 windows of each of 8 videos of 4 classes
+    assert report.decoder_accuracy > 0.5  # chance: 0.25
+    for _, value in report.rows():
+        assert 0.0 <= float(value.rstrip("%")) <= 100.0
+    print(report)

@@ -48,6 +48,18 @@ def random_crop_params(height: int, width: int, rng: random.Random) -> tuple[int
     return rng.randint(0, height - side), rng.randint(0, width - side), side
 
 
+def augment(frames: Sequence[np.ndarray], size: int, rng: random.Random, *, flip: bool) -> np.ndarray:
+    """The paper's training augmentation, the same for every frame of a clip: a multi-scale square
+    crop resized to `size`, and a horizontal flip half the time when `flip` -> uint8 [T, S, S, 3]."""
+    top, left, side = random_crop_params(*frames[0].shape[:2], rng)
+    interpolation = cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR
+    crops = [f[top : top + side, left : left + side] for f in frames]
+    out = np.stack([cv2.resize(c, (size, size), interpolation=interpolation) for c in crops])
+    if flip and rng.random() < 0.5:
+        out = out[:, :, ::-1]
+    return out
+
+
 class ClipDataset(Dataset):
     """Yields (clip [T, 3, S, S] float32 normalised, label). Training: random start, multi-scale
     crop and optional horizontal flip, the same for every frame of a clip. Evaluation: the first
@@ -84,21 +96,7 @@ class ClipDataset(Dataset):
         idx = sample_indices(len(frames), window=self.window, stride=self.stride, start=start)
         if not (self.train and rng):
             return np.stack([center_crop_resize(frames[i], self.pre) for i in idx])
-        top, left, side = random_crop_params(*frames[0].shape[:2], rng)
-        size = self.pre.input_size
-        out = np.stack(
-            [
-                cv2.resize(
-                    frames[i][top : top + side, left : left + side],
-                    (size, size),
-                    interpolation=cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR,
-                )
-                for i in idx
-            ]
-        )
-        if self.flip and rng.random() < 0.5:
-            out = out[:, :, ::-1]
-        return out
+        return augment([frames[i] for i in idx], self.pre.input_size, rng, flip=self.flip)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rng = random.Random(hash((self.seed, self.epoch, index))) if self.train else None

@@ -5,6 +5,7 @@ classifier whose logits are averaged over time; and its split into the two deplo
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from converter.config import EMBED_DIM, ConfigError, VTNConfig
@@ -34,6 +35,13 @@ class FrameEncoder(nn.Module):
         self.reduce_conv = nn.Conv2d(channels, EMBED_DIM, 1) if channels != EMBED_DIM else None
 
     def forward(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        pooled = self.pool(current, previous)
+        if self.reduce_conv is not None:
+            pooled = self.reduce_conv(pooled)
+        return pooled.flatten(1)
+
+    def pool(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Globally pooled backbone features [B, C, 1, 1], before the projection to 512."""
         _check_frames(current, "current")
         if self.modality == "rgb":
             x = current
@@ -43,10 +51,14 @@ class FrameEncoder(nn.Module):
             _check_frames(previous, "previous")
             diff = current - previous
             x = diff if self.modality == "rgbdiff" else torch.cat((current, diff), dim=1)
-        pooled = self.backbone(x).mean(dim=(2, 3), keepdim=True)
-        if self.reduce_conv is not None:
-            pooled = self.reduce_conv(pooled)
-        return pooled.flatten(1)
+        return self.backbone(x).mean(dim=(2, 3), keepdim=True)
+
+
+def _project(reduce_conv: nn.Conv2d | None, pooled: torch.Tensor) -> torch.Tensor:
+    """Pooled features [..., C] -> embeddings [..., 512]: the 1x1 projection as a linear map."""
+    if reduce_conv is None:
+        return pooled
+    return F.linear(pooled, reduce_conv.weight.flatten(1), reduce_conv.bias)
 
 
 def _check_frames(x: torch.Tensor, name: str) -> None:
@@ -67,6 +79,19 @@ class ClipDecoder(nn.Module):
         if embeddings.dim() != 3 or embeddings.shape[2] != EMBED_DIM or not (1 <= embeddings.shape[1] <= positions):
             raise InputShapeError(f"embeddings must be [B, T<={positions}, {EMBED_DIM}], got {list(embeddings.shape)}")
         return self.fc(self.decoder(embeddings)).mean(dim=1)
+
+
+class FeatureHead(nn.Module):
+    """Pooled backbone features [B, T, C] -> logits: the part of a VTN that trains when the
+    backbone is frozen (the projection to 512, the decoder, the classifier)."""
+
+    def __init__(self, encoder: FrameEncoder, decoder: ClipDecoder):
+        super().__init__()
+        self.reduce_conv = encoder.reduce_conv
+        self.clip_decoder = decoder
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.clip_decoder(_project(self.reduce_conv, features))
 
 
 class VTN(nn.Module):
@@ -102,6 +127,10 @@ class VTN(nn.Module):
     def split(self) -> tuple[FrameEncoder, ClipDecoder]:
         """The two deployable halves; they share this model's parameters and its train/eval mode."""
         return self.encoder, ClipDecoder(self.decoder, self.fc).train(self.training)
+
+    def feature_head(self) -> FeatureHead:
+        encoder, decoder = self.split()
+        return FeatureHead(encoder, decoder)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(EMBED_DIM, num_classes)
