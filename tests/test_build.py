@@ -223,15 +223,15 @@ def test_accuracy_controlled_int8_keeps_within_the_allowed_drop(tmp_path, traine
             out=tmp_path / "ac",
             calibration=tiny_dataset / "train" / "core",
             validation=tiny_dataset / "val" / "core",
-            max_accuracy_drop=0.02,
+            max_accuracy_drop=0.15,  # 4 of 32 clips; the decoder gets half
             calibration_clips=16,
             verify_clips=32,
         )
     )
     control = Manifest.load(out / "model.json").verification["accuracy_control"]
-    assert control["clips"] == 32 and control["max_drop"] == 0.02
+    assert control["clips"] == 32 and control["max_drop"] == 0.15
     assert control["float_top1"] >= 0.6  # a trained model (chance: 0.25), so the drop means something
-    assert control["float_top1"] - control["int8_top1"] <= 0.02 + 1e-9
+    assert control["float_top1"] - control["int8_top1"] <= 0.15 + 1e-9
 
 
 def test_accuracy_control_needs_labelled_validation_data(tmp_path, trained_checkpoint):
