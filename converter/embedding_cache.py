@@ -104,19 +104,20 @@ class FeatureCache:
             if path.is_file():
                 out.append(np.load(path))
                 continue
-            out.append(self._compute(item.path, key, clips))
+            out.append(self._compute(item.path, clips))
             np.save(path.with_suffix(".partial.npy"), out[-1])
             path.with_suffix(".partial.npy").replace(path)
             computed += 1
         log.info("%s: %d videos embedded, %d from the cache", desc, computed, len(clips) - computed)
         return out
 
-    def _compute(self, video: Path, key: str, clips: ClipDataset) -> np.ndarray:
+    def _compute(self, video: Path, clips: ClipDataset) -> np.ndarray:
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.model)
         frames = read_frames(video)
         pre = clips.pre
-        rng = random.Random(key)  # the same crops every time this entry is computed
+        # crops drawn from the file's name and size: the same on every machine and in every copy
+        rng = random.Random(f"{video.name}|{video.stat().st_size}")
         views = [np.stack([center_crop_resize(f, pre) for f in frames])]
         views += [augment(frames, pre.input_size, rng, flip=self.flip) for _ in range(self.views - 1)]
         return np.stack([self._extractor(normalize(v, pre), self.stride) for v in views]).astype(np.float16)

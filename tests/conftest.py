@@ -49,7 +49,7 @@ def trained_checkpoint(tiny_dataset, tmp_path_factory) -> Path:
             val=str(tiny_dataset / "val" / "core"),
             out=str(out),
             freeze_encoder=True,
-            views=2,
+            views=1,
             input_size=TINY_SIZE,
             epochs=40,
             batch_size=8,
