@@ -178,6 +178,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     np.random.seed(opts.seed + rank)
     if opts.teachers and opts.freeze_encoder:
         raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
+    if opts.views < 1:
+        raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
 
     train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
     val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None

@@ -225,3 +225,10 @@ def test_temporal_report_on_the_trained_model(trained_checkpoint, tiny_dataset, 
     for _, value in report.rows():
         assert 0.0 <= float(value.rstrip("%")) <= 100.0
     print(report)
+
+
+def test_frozen_encoder_needs_at_least_one_view(tiny_dataset, tmp_path):
+    from converter.train import TrainError
+
+    with pytest.raises(TrainError, match="--views must be >= 1"):
+        _run(tmp_path, tiny_dataset / "train" / "core", freeze_encoder=True, views=0)
