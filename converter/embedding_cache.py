@@ -80,8 +80,6 @@ class FeatureExtractor:
 
 class FeatureCache:
     def __init__(self, root: Path, model: VTN, *, views: int, flip: bool, stride: int):
-        if views < 1:
-            raise ValueError(f"views must be >= 1, got {views}")
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.model, self.views, self.flip, self.stride = model, views, flip, stride
@@ -123,6 +121,13 @@ class FeatureCache:
         return np.stack([self._extractor(normalize(v, pre), self.stride) for v in views]).astype(np.float16)
 
 
+def window_features(features: np.ndarray, start: int, *, window: int, stride: int, difference: bool) -> np.ndarray:
+    """One window [T', C] cut from a video's cached features [frames, C], sampled like a clip; with
+    a difference modality the first frame only serves as the previous one (N frames, N - 1 pairs)."""
+    idx = sample_indices(len(features), window=window, stride=stride, start=start)
+    return features[idx[1:] if difference else idx].astype(np.float32)
+
+
 class FeatureWindows(Dataset):
     """(pooled features [T', C], label) of one window per video: in training a random view and a
     random start; otherwise the centre view from frame 0 (the first Video@1 segment)."""
@@ -150,7 +155,5 @@ class FeatureWindows(Dataset):
         if self.train:
             view = np.random.randint(len(views))
             start = np.random.randint(max(0, frames - self.window * self.stride) + 1)
-        idx = sample_indices(frames, window=self.window, stride=self.stride, start=start)
-        if self.difference:  # a window of N frames has N - 1 differences, each paired with the frame before
-            idx = idx[1:]
-        return torch.from_numpy(views[view, idx].astype(np.float32)), self.labels[index]
+        clip = window_features(views[view], start, window=self.window, stride=self.stride, difference=self.difference)
+        return torch.from_numpy(clip), self.labels[index]

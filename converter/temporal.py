@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from converter.checkpoints import load_checkpoint
 from converter.data.clips import ClipDataset, usable_items
 from converter.data.synth import PARTNERS
-from converter.embedding_cache import FeatureCache
+from converter.embedding_cache import FeatureCache, window_features
 from vtn_edge.datasets import open_dataset
-from vtn_edge.video import sample_indices
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,15 @@ def _windows(model, data: Path, cache_dir: Path, per_video: int = 4) -> tuple[np
     for (item, _), features in zip(items, cache.features(clips, data.name)):
         frames = features.shape[1]
         for start in np.linspace(0, max(0, frames - config.window * config.stride), per_video).round():
-            idx = sample_indices(frames, window=config.window, stride=config.stride, start=int(start))
-            x.append(features[0, idx[1:] if config.uses_difference else idx].astype(np.float32))
+            x.append(
+                window_features(
+                    features[0],
+                    int(start),
+                    window=config.window,
+                    stride=config.stride,
+                    difference=config.uses_difference,
+                )
+            )
             y.append(item.label)
     return np.stack(x), np.array(y)
 
