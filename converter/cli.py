@@ -88,6 +88,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             freeze_encoder=args.freeze_encoder,
             views=args.views,
             cache_dir=str(args.cache_dir) if args.cache_dir else None,
+            subspace=args.subspace,
+            reverse_pairs=str(args.reverse_pairs) if args.reverse_pairs else None,
             input_size=args.input_size,
             window=args.window,
             stride=args.stride,
@@ -225,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --freeze-encoder: views cached per video, the centre crop plus N-1 random multi-scale crops",
     )
     train.add_argument("--cache-dir", type=Path, help="feature cache for --freeze-encoder (default: RUN/features)")
+    train.add_argument(
+        "--subspace",
+        type=int,
+        metavar="K",
+        help="with --freeze-encoder: train the projection on the K whitened directions in which features change "
+        "within a video (folded into the 1x1 projection when saved)",
+    )
+    train.add_argument(
+        "--reverse-pairs",
+        type=Path,
+        metavar="FILE",
+        help="reversal augmentation: 'class partner' lines (a class alone: its own partner); half the clips of "
+        "those classes play backwards as the partner. `dataset synth` writes pairs.txt",
+    )
     train.add_argument("--input-size", type=int, default=224)
     train.add_argument("--window", type=int, default=16)
     train.add_argument("--stride", type=int, default=2)

@@ -33,6 +33,7 @@ from vtn_edge.video import read_frames, sample_indices
 log = logging.getLogger(__name__)
 
 BATCH = 32
+EIGEN_FLOOR = 1e-6
 
 
 def backbone_fingerprint(model: VTN) -> str:
@@ -157,3 +158,30 @@ class FeatureWindows(Dataset):
             start = np.random.randint(max(0, frames - self.window * self.stride) + 1)
         clip = window_features(views[view], start, window=self.window, stride=self.stride, difference=self.difference)
         return torch.from_numpy(clip), self.labels[index]
+
+
+def within_video_subspace(features: Sequence[np.ndarray], dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [C], basis [C, dims]): the `dims` directions along which pooled features change most
+    *within* a video (centre views), scaled to unit variance.
+
+    Why: a frozen backbone's features vary mostly with what differs between videos (background,
+    colour, shape); how one frame differs from the others of its video, which is what a temporal
+    model needs, lies in small directions. On a few hundred videos the decoder memorises the
+    large ones instead (rotation direction stayed at chance while a linear probe of the same
+    features read it). On this subspace it sees the changes at unit scale and little else.
+    """
+    channels = features[0].shape[-1]
+    if not 1 <= dims <= channels:
+        raise ValueError(f"subspace dims must be in 1..{channels}, got {dims}")
+    scatter = np.zeros((channels, channels))
+    total, frames = np.zeros(channels), 0
+    for video in features:
+        x = video[0].astype(np.float64)
+        deviation = x - x.mean(axis=0)
+        scatter += deviation.T @ deviation
+        total += x.sum(axis=0)
+        frames += len(x)
+    values, vectors = np.linalg.eigh(scatter / frames)
+    top = np.argsort(values)[::-1][:dims]
+    basis = vectors[:, top] / np.sqrt(np.maximum(values[top], EIGEN_FLOOR))
+    return torch.from_numpy(total / frames).float(), torch.from_numpy(basis).float()

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
 from converter.config import VTNConfig
-from converter.data.clips import ClipDataset, usable_items
-from converter.embedding_cache import FeatureCache, FeatureWindows
-from converter.models.vtn import VTN, build_vtn
+from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
+from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
+from converter.models.vtn import VTN, FeatureHead, build_vtn
 from vtn_edge.datasets import open_dataset
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
@@ -67,6 +67,8 @@ class TrainOptions:
     bf16: bool = False  # autocast to bfloat16: ~2x faster on CPUs with AMX or AVX512-BF16, and on GPUs
     max_steps: int | None = None  # per epoch; for smoke tests
     cache_dir: str | None = None
+    subspace: int | None = None  # frozen encoder: train the projection on this many within-video directions
+    reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainOptions:
@@ -180,6 +182,10 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
     if opts.views < 1:
         raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
+    if opts.subspace is not None and not opts.freeze_encoder:
+        raise TrainError("--subspace works on cached features: add --freeze-encoder")
+    if opts.reverse_pairs and opts.modality != "rgb":
+        raise TrainError(f"--reverse-pairs needs --modality rgb (reversed {opts.modality} inputs are not a clip)")
 
     train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
     val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None
@@ -188,6 +194,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         raise TrainError(f"--val has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
     model = build_model(opts, labels).to(device)
     pre = model.config.preprocessing
+    partner = read_reversal_pairs(opts.reverse_pairs, labels).to(device) if opts.reverse_pairs else None
 
     train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
     val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
@@ -211,7 +218,13 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
         for p in model.encoder.backbone.parameters():
             p.requires_grad_(False)
-        trainable = model.feature_head()
+        subspace = None
+        if opts.subspace is not None:
+            try:
+                subspace = within_video_subspace(train_features, opts.subspace)
+            except ValueError as exc:
+                raise TrainError(f"--subspace: {exc}") from None
+        trainable = model.feature_head(subspace).to(device)
         workers = 0
     else:
         train_data, val_data, trainable, workers = train_clips, val_clips, model, opts.workers
@@ -239,6 +252,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     if resume:
         saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
+        if "head" in saved:
+            trainable.load_state_dict(saved["head"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = _RunState(
@@ -256,7 +271,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
             sampler.set_epoch(epoch)
         train_clips.set_epoch(epoch)
         started = time.perf_counter()
-        loss, acc = _run_epoch(net, loader, optimizer, device, teachers, opts, epoch, rank, model)
+        loss, acc = _run_epoch(net, loader, optimizer, device, teachers, opts, epoch, rank, partner)
         val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
         scheduler.step(val_loss)
         state.epoch = epoch
@@ -278,6 +293,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
             )
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if isinstance(trainable, FeatureHead):
+                trainable.fold()
             save_checkpoint(model, out / "last.safetensors")
             if val_acc > state.best_acc:
                 state.best_acc = val_acc
@@ -291,6 +308,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
                     "best_acc": state.best_acc,
                     "history": json.dumps(state.history),
                     "rng": torch.get_rng_state(),
+                    **({"head": trainable.state_dict()} if trainable is not model else {}),
                 },
                 out / "state.pt.partial",
             )
@@ -302,7 +320,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
 
 
 def _run_epoch(
-    net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int, model: VTN
+    net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int, partner: torch.Tensor | None
 ) -> tuple[float, float]:
     net.train()
     total, correct, loss_sum = 0, 0, 0.0
@@ -311,6 +329,8 @@ def _run_epoch(
         if opts.max_steps is not None and step >= opts.max_steps:
             break
         x, y = x.to(device), y.to(device)
+        if partner is not None:
+            x, y = reverse_some(x, y, partner)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
             logits = net(x).float()
             if teachers:

@@ -232,3 +232,82 @@ def test_frozen_encoder_needs_at_least_one_view(tiny_dataset, tmp_path):
 
     with pytest.raises(TrainError, match="--views must be >= 1"):
         _run(tmp_path, tiny_dataset / "train" / "core", freeze_encoder=True, views=0)
+
+
+def test_reversal_pairs_play_clips_backwards_as_their_partner(tmp_path):
+    from converter.config import ConfigError
+    from converter.data.clips import read_reversal_pairs, reverse_some
+
+    labels = ("open", "close", "still", "wave")
+    (tmp_path / "pairs.txt").write_text("open close\n\nstill\n")
+    partner = read_reversal_pairs(tmp_path / "pairs.txt", labels)
+    assert partner.tolist() == [1, 0, 2, -1]  # wave is never reversed
+    clips = torch.arange(64 * 4, dtype=torch.float32).view(64, 4, 1).repeat(1, 1, 3)  # [B, T, C]
+    labels_in = torch.arange(64) % 4
+    out, out_labels = reverse_some(clips, labels_in, partner, torch.Generator().manual_seed(0))
+    flipped = (out[:, 0, 0] != clips[:, 0, 0]).tolist()
+    for i, was_flipped in enumerate(flipped):
+        y = int(labels_in[i])
+        if was_flipped:
+            assert torch.equal(out[i], clips[i].flip(0)) and int(out_labels[i]) == partner[y]
+        else:
+            assert torch.equal(out[i], clips[i]) and int(out_labels[i]) == y
+    assert 10 < sum(flipped) < 40 and not any(f for f, y in zip(flipped, labels_in) if y == 3)
+    (tmp_path / "bad.txt").write_text("open shut\n")
+    with pytest.raises(ConfigError, match="bad.txt:1: unknown class 'shut'"):
+        read_reversal_pairs(tmp_path / "bad.txt", labels)
+
+
+def test_synthetic_pairs_file_names_every_core_class(tmp_path):
+    from converter.data.clips import read_reversal_pairs
+
+    root = write_dataset(tmp_path, clips_per_class=0, seed=0, splits=("core",), progress=False)[0]
+    partner = read_reversal_pairs(root / "pairs.txt", CORE_CLASSES).tolist()
+    assert [CORE_CLASSES[p] for p in partner] == [PARTNERS.get(c, c) for c in CORE_CLASSES]
+
+
+def test_within_video_subspace_folds_into_a_plain_projection():
+    from converter.config import VTNConfig
+    from converter.embedding_cache import within_video_subspace
+    from converter.models.vtn import build_vtn
+
+    rng = np.random.default_rng(0)
+    # videos whose frames differ along channel 3 only; the videos differ from each other everywhere
+    videos = []
+    for _ in range(20):
+        video = np.repeat(rng.normal(0, 5, (1, 1, 1280)), 30, axis=1)
+        video[0, :, 3] += np.linspace(-1, 1, 30)
+        videos.append(video.astype(np.float16))
+    mean, basis = within_video_subspace(videos, 4)
+    assert basis.shape == (1280, 4) and int(basis[:, 0].abs().argmax()) == 3
+    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)).eval()
+    head = model.feature_head((mean, basis)).eval()
+    features = torch.randn(2, 16, 1280)
+    with torch.no_grad():
+        before = head(features)
+        head.fold()
+        assert torch.allclose(model.feature_head()(features), before, rtol=1e-4, atol=1e-3)  # saved model == head
+    with pytest.raises(ValueError, match="1..1280"):
+        within_video_subspace(videos, 2000)
+
+
+def test_frozen_encoder_with_subspace_and_reversal_trains_and_resumes(tiny_dataset, tmp_path):
+    from converter.checkpoints import load_checkpoint
+    from converter.train import TrainError
+
+    root = tiny_dataset / "train" / "core"
+    opts = dict(freeze_encoder=True, subspace=8, reverse_pairs=str(root / "pairs.txt"), max_steps=None, epochs=1)
+    opts["cache_dir"] = str(tmp_path / "cache")
+    out = _run(tmp_path, root, **opts)
+    model = load_checkpoint(out / "last.safetensors")
+    assert model.encoder.reduce_conv.weight.shape == (512, 1280, 1, 1)  # a plain VTN
+    subprocess.run(
+        [sys.executable, "-m", "converter", "train", "--resume", str(out), "--epochs", "2"],
+        check=True,
+        capture_output=True,
+    )
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    with pytest.raises(TrainError, match="add --freeze-encoder"):
+        _run(tmp_path / "x", root, subspace=8)
+    with pytest.raises(TrainError, match="needs --modality rgb"):
+        _run(tmp_path / "y", root, modality="rgbdiff", reverse_pairs=str(root / "pairs.txt"))

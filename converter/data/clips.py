@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from converter.config import ConfigError
 from vtn_edge.datasets import VideoDataset, VideoItem
 from vtn_edge.errors import DataError, VtnEdgeError
 from vtn_edge.metadata import Preprocessing
@@ -102,3 +104,36 @@ class ClipDataset(Dataset):
         rng = random.Random(hash((self.seed, self.epoch, index))) if self.train else None
         clip = normalize(self.frames_u8(index, rng), self.pre)
         return torch.from_numpy(clip), self.items[index][0].label
+
+
+def read_reversal_pairs(path: str | Path, labels: Sequence[str]) -> torch.Tensor:
+    """Partner class per class for reversal augmentation, -1 where a reversed clip is no class.
+
+    The file names one pair a line (`open close`: either played backwards is the other) or one
+    class alone (`still`: backwards it is itself); classes not named are never reversed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--reverse-pairs {path} does not exist (a text file of 'class partner' lines)")
+    partner = [-1] * len(labels)
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        names = line.split()
+        if not names:
+            continue
+        unknown = [n for n in names if n not in labels]
+        if len(names) > 2 or unknown:
+            problem = f"unknown class {unknown[0]!r}" if unknown else "more than two names"
+            raise ConfigError(f"{path}:{number}: {problem}; expected 'class partner' or 'class' from {list(labels)}")
+        a, b = labels.index(names[0]), labels.index(names[-1])
+        partner[a], partner[b] = b, a
+    return torch.tensor(partner)
+
+
+def reverse_some(
+    clips: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Play half of the reversible clips [B, T, ...] backwards, labelled as their partner class:
+    the same frames then stand for two classes, so only their order can tell them apart."""
+    flip = (torch.rand(len(labels), generator=generator) < 0.5).to(labels.device) & (partner[labels] >= 0)
+    shape = (-1,) + (1,) * (clips.dim() - 1)
+    return torch.where(flip.view(shape), clips.flip(1), clips), torch.where(flip, partner[labels], labels)

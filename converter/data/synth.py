@@ -224,6 +224,12 @@ def _draw_action(frame: np.ndarray, label: str, p: float, spec: ClipSpec, cx: fl
         raise ValueError(f"no renderer for class {label!r}")
 
 
+def reversal_pairs_text(names: tuple[str, ...]) -> str:
+    """`train --reverse-pairs` lines: each pair once, and `still`, which backwards is itself."""
+    lines = [f"{a} {PARTNERS[a]}" for a in names if a in PARTNERS and PARTNERS[a] in names and a < PARTNERS[a]]
+    return "\n".join(lines + [n for n in names if n == "still"]) + "\n"
+
+
 def clip_seed(seed: int, split: str, class_index: int, clip_index: int) -> int:
     return int(np.random.SeedSequence([seed, len(split), class_index, clip_index]).generate_state(1)[0])
 
@@ -260,7 +266,8 @@ def write_dataset(
     classes: tuple[str, ...] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Write `out/<split>/<class>/<class>_NNNN.mp4` and `out/<split>/labels.txt`; returns split roots.
+    """Write `out/<split>/<class>/<class>_NNNN.mp4`, `out/<split>/labels.txt` and the reversal
+    pairs `out/<split>/pairs.txt`; returns split roots.
 
     `classes` keeps a subset (for small tests); a clip's content does not depend on the subset.
     """
@@ -274,6 +281,7 @@ def write_dataset(
         root.mkdir(parents=True, exist_ok=True)
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
         (root / "labels.txt").write_text("\n".join(names) + "\n")
+        (root / "pairs.txt").write_text(reversal_pairs_text(names))
         total = len(names) * clips_per_class
         for label, k, spec, render_seed in tqdm(
             synth_clips(split, clips_per_class, seed, names),

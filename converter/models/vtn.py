@@ -83,15 +83,43 @@ class ClipDecoder(nn.Module):
 
 class FeatureHead(nn.Module):
     """Pooled backbone features [B, T, C] -> logits: the part of a VTN that trains when the
-    backbone is frozen (the projection to 512, the decoder, the classifier)."""
+    backbone is frozen (the projection to 512, the decoder, the classifier).
 
-    def __init__(self, encoder: FrameEncoder, decoder: ClipDecoder):
+    With a `subspace` (mean [C], basis [C, K]) the projection trains as a K -> 512 map on
+    (features - mean) @ basis instead; `fold()` writes the equivalent C -> 512 map back into the
+    encoder's projection, so the saved model is a plain VTN.
+    """
+
+    def __init__(
+        self, encoder: FrameEncoder, decoder: ClipDecoder, subspace: tuple[torch.Tensor, torch.Tensor] | None = None
+    ):
         super().__init__()
         self.reduce_conv = encoder.reduce_conv
         self.clip_decoder = decoder
+        self.subspace_projection: nn.Linear | None = None
+        if subspace is not None:
+            if self.reduce_conv is None:
+                raise ConfigError("a feature subspace needs an encoder with a projection to 512 (not ResNet-18/34)")
+            mean, basis = subspace
+            self.register_buffer("subspace_mean", mean.float())
+            self.register_buffer("subspace_basis", basis.float())
+            self.subspace_projection = nn.Linear(basis.shape[1], EMBED_DIM)
+            for p in self.reduce_conv.parameters():
+                p.requires_grad_(False)  # fold() overwrites it
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.clip_decoder(_project(self.reduce_conv, features))
+        if self.subspace_projection is None:
+            return self.clip_decoder(_project(self.reduce_conv, features))
+        return self.clip_decoder(self.subspace_projection((features - self.subspace_mean) @ self.subspace_basis))
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Write the subspace projection into the encoder's 1x1 projection (no-op without one)."""
+        if self.subspace_projection is None:
+            return
+        weight = self.subspace_projection.weight @ self.subspace_basis.T  # [512, C]
+        self.reduce_conv.weight.copy_(weight.view_as(self.reduce_conv.weight))
+        self.reduce_conv.bias.copy_(self.subspace_projection.bias - weight @ self.subspace_mean)
 
 
 class VTN(nn.Module):
@@ -128,9 +156,9 @@ class VTN(nn.Module):
         """The two deployable halves; they share this model's parameters and its train/eval mode."""
         return self.encoder, ClipDecoder(self.decoder, self.fc).train(self.training)
 
-    def feature_head(self) -> FeatureHead:
+    def feature_head(self, subspace: tuple[torch.Tensor, torch.Tensor] | None = None) -> FeatureHead:
         encoder, decoder = self.split()
-        return FeatureHead(encoder, decoder)
+        return FeatureHead(encoder, decoder, subspace)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(EMBED_DIM, num_classes)
