@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             weight_decay=args.weight_decay,
             patience=args.patience,
+            schedule=args.schedule,
             backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
             init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
             freeze_encoder=args.freeze_encoder,
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--weight-decay", type=float, default=1e-4)
     train.add_argument("--patience", type=int, default=3, help="epochs without val improvement before lr / 10")
+    train.add_argument(
+        "--schedule",
+        default="plateau",
+        choices=("plateau", "onecycle"),
+        help="plateau: the paper's lr / 10 on a validation plateau; onecycle: 5%% warm-up to --lr, then cosine decay",
+    )
     train.add_argument(
         "--backbone-weights",
         type=Path,

@@ -34,6 +34,9 @@ from vtn_edge.metadata import Preprocessing
 log = logging.getLogger(__name__)
 
 
+SCHEDULES = ("plateau", "onecycle")
+
+
 class TrainError(VtnEdgeError):
     """Options that cannot train."""
 
@@ -51,6 +54,7 @@ class TrainOptions:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     patience: int = 3
+    schedule: str = "plateau"  # the paper's lr / 10 on a plateau, or "onecycle": 5% warm-up, then cosine decay
     backbone_weights: str | None = None
     init_checkpoint: str | None = None
     freeze_encoder: bool = False
@@ -180,6 +184,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     np.random.seed(opts.seed + rank)
     if opts.teachers and opts.freeze_encoder:
         raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
+    if opts.schedule not in SCHEDULES:
+        raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {opts.schedule!r}")
     if opts.views < 1:
         raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
     if opts.subspace is not None and not opts.freeze_encoder:
@@ -245,7 +251,16 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     val_loader = DataLoader(val_data, batch_size=opts.batch_size, num_workers=workers) if len(val_data) else None
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=opts.patience)
+    if opts.schedule == "onecycle":
+        steps = len(loader) if opts.max_steps is None else min(len(loader), opts.max_steps)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=opts.lr, total_steps=max(1, opts.epochs * steps), pct_start=0.05
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.1, patience=opts.patience
+        )
+    batch_scheduler = scheduler if opts.schedule == "onecycle" else None
     teachers = _load_teachers(opts, device)
 
     state = _RunState()
@@ -271,9 +286,10 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
             sampler.set_epoch(epoch)
         train_clips.set_epoch(epoch)
         started = time.perf_counter()
-        loss, acc = _run_epoch(net, loader, optimizer, device, teachers, opts, epoch, rank, partner)
+        loss, acc = _run_epoch(net, loader, optimizer, batch_scheduler, device, teachers, opts, epoch, rank, partner)
         val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
-        scheduler.step(val_loss)
+        if batch_scheduler is None:
+            scheduler.step(val_loss)
         state.epoch = epoch
         record = {
             "epoch": epoch,
@@ -320,7 +336,16 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
 
 
 def _run_epoch(
-    net, loader, optimizer, device, teachers, opts: TrainOptions, epoch: int, rank: int, partner: torch.Tensor | None
+    net,
+    loader,
+    optimizer,
+    batch_scheduler,
+    device,
+    teachers,
+    opts: TrainOptions,
+    epoch: int,
+    rank: int,
+    partner: torch.Tensor | None,
 ) -> tuple[float, float]:
     net.train()
     total, correct, loss_sum = 0, 0, 0.0
@@ -343,6 +368,8 @@ def _run_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if batch_scheduler is not None and batch_scheduler.last_epoch < batch_scheduler.total_steps:
+            batch_scheduler.step()
         total += len(y)
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += loss.item() * len(y)

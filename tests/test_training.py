@@ -291,12 +291,13 @@ def test_within_video_subspace_folds_into_a_plain_projection():
         within_video_subspace(videos, 2000)
 
 
-def test_frozen_encoder_with_subspace_and_reversal_trains_and_resumes(tiny_dataset, tmp_path):
+def test_frozen_encoder_with_subspace_reversal_and_onecycle_trains_and_resumes(tiny_dataset, tmp_path):
     from converter.checkpoints import load_checkpoint
     from converter.train import TrainError
 
     root = tiny_dataset / "train" / "core"
     opts = dict(freeze_encoder=True, subspace=8, reverse_pairs=str(root / "pairs.txt"), max_steps=None, epochs=1)
+    opts["schedule"] = "onecycle"  # stepped per batch; a resumed run with more epochs keeps going
     opts["cache_dir"] = str(tmp_path / "cache")
     out = _run(tmp_path, root, **opts)
     model = load_checkpoint(out / "last.safetensors")
@@ -309,5 +310,7 @@ def test_frozen_encoder_with_subspace_and_reversal_trains_and_resumes(tiny_datas
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     with pytest.raises(TrainError, match="add --freeze-encoder"):
         _run(tmp_path / "x", root, subspace=8)
+    with pytest.raises(TrainError, match="--schedule must be one of plateau, onecycle"):
+        _run(tmp_path / "z", root, schedule="cosine")
     with pytest.raises(TrainError, match="needs --modality rgb"):
         _run(tmp_path / "y", root, modality="rgbdiff", reverse_pairs=str(root / "pairs.txt"))
