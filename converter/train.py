@@ -253,8 +253,9 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
     if opts.schedule == "onecycle":
         steps = len(loader) if opts.max_steps is None else min(len(loader), opts.max_steps)
+        total = max(4, opts.epochs * steps)  # OneCycleLR needs >= 2 steps in each phase
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=opts.lr, total_steps=max(1, opts.epochs * steps), pct_start=0.05
+            optimizer, max_lr=opts.lr, total_steps=total, pct_start=max(0.05, 2 / total)
         )
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
