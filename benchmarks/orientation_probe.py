@@ -20,7 +20,7 @@ import openvino as ov
 import torch
 from tqdm import tqdm
 
-from converter.data.synth import _progress, draw_spec, render_clip
+from converter.data.synth import ROTATION_DEGREES, _progress, draw_spec, render_clip
 from converter.models.encoders import MobileNetV2
 from converter.tflite_weights import TFLITE_MEAN, TFLITE_STD, read_tflite_mobilenetv2
 from vtn_edge.metadata import Preprocessing
@@ -28,7 +28,6 @@ from vtn_edge.preprocess import center_crop_resize, normalize
 from vtn_edge.report import format_table
 
 TFLITE = Path(__file__).resolve().parents[1].parent / "shared/data/pretrained/mobilenet_v2_1.0_224_quant.tflite"
-TURN = 240.0  # degrees an arrow turns over a clip (converter.data.synth)
 
 
 class PooledAndGrid(torch.nn.Module):
@@ -73,7 +72,9 @@ def main() -> None:
         out = encoder(normalize(np.stack([center_crop_resize(frames[i], pre) for i in idx]), pre))
         pooled.append(np.asarray(out[0]))
         grid.append(np.asarray(out[1]))
-        turned = [TURN * (_progress(spec, i) if label == "rotate_cw" else 1 - _progress(spec, i)) for i in idx]
+        turned = [
+            ROTATION_DEGREES * (_progress(spec, i) if label == "rotate_cw" else 1 - _progress(spec, i)) for i in idx
+        ]
         angles.append(np.deg2rad(spec.angle0 + np.asarray(turned)))
         direction.append(1 if label == "rotate_cw" else -1)
     angles, direction = np.stack(angles), np.array(direction)

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from converter.config import ARCHS, MODALITIES
+from converter.config import ARCHS, MODALITIES, SCHEDULES
 from vtn_edge.errors import VtnEdgeError
 
 
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--schedule",
         default="plateau",
-        choices=("plateau", "onecycle"),
+        choices=SCHEDULES,
         help="plateau: the paper's lr / 10 on a validation plateau; onecycle: 5%% warm-up to --lr, then cosine decay",
     )
     train.add_argument(

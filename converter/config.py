@@ -14,6 +14,7 @@ from vtn_edge.metadata import Preprocessing
 
 ARCHS = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "se_resnext101_32x4d")
 MODALITIES = ("rgb", "rgbdiff", "stacked", "two_stream")
+SCHEDULES = ("plateau", "onecycle")
 EMBED_DIM = 512
 
 

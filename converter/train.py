@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
-from converter.config import VTNConfig
+from converter.config import SCHEDULES, VTNConfig
 from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.vtn import VTN, FeatureHead, build_vtn
@@ -33,8 +33,6 @@ from vtn_edge.metadata import Preprocessing
 
 log = logging.getLogger(__name__)
 
-
-SCHEDULES = ("plateau", "onecycle")
 
 
 class TrainError(VtnEdgeError):

@@ -45,6 +45,7 @@ PARTNERS = {a: b for x, y in zip(CORE_CLASSES[:14:2], CORE_CLASSES[1:14:2]) for 
 SIZES = ((320, 240), (256, 256), (352, 288), (240, 180), (400, 300))
 FPS = (15, 24, 25, 30)
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon")
+ROTATION_DEGREES = 240.0  # how far the arrow turns over a rotate_cw / rotate_ccw clip
 RED, BLUE = np.array([40, 40, 220.0]), np.array([220, 60, 40.0])  # BGR
 
 
@@ -202,8 +203,8 @@ def _draw_action(frame: np.ndarray, label: str, p: float, spec: ClipSpec, cx: fl
         scale = 0.2 + 0.8 * (p if label == "zoom_in" else 1 - p)
         cv2.fillPoly(frame, [_polygon(spec.shape, cx, cy, r * scale, spec.angle0)], color)
     elif label in ("rotate_cw", "rotate_ccw"):
-        # the same 240 degrees of orientations, in opposite order (image y points down: + is clockwise)
-        turned = 240 * (p if label == "rotate_cw" else 1 - p)
+        # the same orientations, in opposite order (image y points down: + is clockwise)
+        turned = ROTATION_DEGREES * (p if label == "rotate_cw" else 1 - p)
         cv2.fillPoly(frame, [_arrow(cx, cy, r, spec.angle0 + turned)], color)
     elif label in ("red_to_blue", "blue_to_red"):
         a = p if label == "red_to_blue" else 1 - p
