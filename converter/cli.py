@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from converter.config import ARCHS, MODALITIES, SCHEDULES
+from converter.config import ARCHS, MODALITIES, SCHEDULES, ConfigError
 from vtn_edge.errors import VtnEdgeError
 
 
@@ -84,6 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             patience=args.patience,
             schedule=args.schedule,
+            clip_grad=args.clip_grad,
             backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
             init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
             freeze_encoder=args.freeze_encoder,
@@ -151,11 +152,28 @@ def _cmd_temporal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_counts(text: str | None) -> dict[str, int]:
+    """'rotate_cw=1300,rotate_ccw=1300' -> {'rotate_cw': 1300, 'rotate_ccw': 1300}."""
+    counts = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, number = part.partition("=")
+        if not number.strip().isdigit():
+            raise ConfigError(f"--class-clips expects CLASS=COUNT pairs separated by commas, got {part!r}")
+        counts[name.strip()] = int(number)
+    return counts
+
+
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from converter.data.synth import write_dataset
 
     splits = tuple(s.strip() for s in args.splits.split(","))
-    roots = write_dataset(args.out, clips_per_class=args.clips_per_class, seed=args.seed, splits=splits)
+    roots = write_dataset(
+        args.out,
+        clips_per_class=args.clips_per_class,
+        seed=args.seed,
+        splits=splits,
+        class_clips=_class_counts(args.class_clips),
+    )
     for root in roots:
         print(f"wrote {root}")
     return 0
@@ -219,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="plateau",
         choices=SCHEDULES,
         help="plateau: the paper's lr / 10 on a validation plateau; onecycle: 5%% warm-up to --lr, then cosine decay",
+    )
+    train.add_argument(
+        "--clip-grad", type=float, metavar="NORM", help="clip the gradient norm: keeps a high --lr from diverging"
     )
     train.add_argument(
         "--backbone-weights",
@@ -294,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--clips-per-class", type=int, default=50)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--splits", default="core,position", help="comma-separated: core, position")
+    synth.add_argument(
+        "--class-clips",
+        metavar="CLASS=N,...",
+        help="clips for some classes instead of --clips-per-class (clip k is the same file either way)",
+    )
     synth.set_defaults(func=_cmd_dataset)
     return parser
 

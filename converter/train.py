@@ -34,7 +34,6 @@ from vtn_edge.metadata import Preprocessing
 log = logging.getLogger(__name__)
 
 
-
 class TrainError(VtnEdgeError):
     """Options that cannot train."""
 
@@ -71,6 +70,7 @@ class TrainOptions:
     cache_dir: str | None = None
     subspace: int | None = None  # frozen encoder: train the projection on this many within-video directions
     reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
+    clip_grad: float | None = None  # max gradient norm
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainOptions:
@@ -182,6 +182,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     np.random.seed(opts.seed + rank)
     if opts.teachers and opts.freeze_encoder:
         raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
+    if opts.clip_grad is not None and opts.clip_grad <= 0:
+        raise TrainError(f"--clip-grad must be a positive norm, got {opts.clip_grad}")
     if opts.schedule not in SCHEDULES:
         raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {opts.schedule!r}")
     if opts.views < 1:
@@ -366,6 +368,8 @@ def _run_epoch(
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if opts.clip_grad:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), opts.clip_grad)
         optimizer.step()
         if batch_scheduler is not None and batch_scheduler.last_epoch < batch_scheduler.total_steps:
             batch_scheduler.step()

@@ -266,6 +266,29 @@ def test_synthetic_pairs_file_names_every_core_class(tmp_path):
     assert [CORE_CLASSES[p] for p in partner] == [PARTNERS.get(c, c) for c in CORE_CLASSES]
 
 
+def test_synthetic_per_class_counts_only_add_clips(tmp_path):
+    from converter.cli import main
+    from vtn_edge.video import read_frames
+
+    classes = ("rotate_cw", "still")
+    small = write_dataset(tmp_path / "a", clips_per_class=1, seed=7, splits=("core",), classes=classes, progress=False)
+    more = write_dataset(
+        tmp_path / "b",
+        clips_per_class=1,
+        seed=7,
+        splits=("core",),
+        classes=classes,
+        class_clips={"rotate_cw": 2},
+        progress=False,
+    )
+    assert sorted(p.name for p in (more[0] / "rotate_cw").iterdir()) == ["rotate_cw_0000.mp4", "rotate_cw_0001.mp4"]
+    assert len(list((more[0] / "still").iterdir())) == 1
+    for name in ("rotate_cw/rotate_cw_0000.mp4", "still/still_0000.mp4"):  # clip k does not depend on the counts
+        assert np.array_equal(read_frames(small[0] / name), read_frames(more[0] / name))
+    assert main(["dataset", "synth", "--out", str(tmp_path / "c"), "--class-clips", "spin=3"]) == 2
+    assert main(["dataset", "synth", "--out", str(tmp_path / "c"), "--class-clips", "still:3"]) == 2
+
+
 def test_within_video_subspace_folds_into_a_plain_projection():
     from converter.config import VTNConfig
     from converter.embedding_cache import within_video_subspace
@@ -291,7 +314,7 @@ def test_within_video_subspace_folds_into_a_plain_projection():
         within_video_subspace(videos, 2000)
 
 
-def test_frozen_encoder_with_subspace_reversal_and_onecycle_trains_and_resumes(tiny_dataset, tmp_path):
+def test_frozen_encoder_with_subspace_reversal_onecycle_and_clipping_trains_and_resumes(tiny_dataset, tmp_path):
     from converter.checkpoints import load_checkpoint
     from converter.train import TrainError
 
@@ -299,6 +322,7 @@ def test_frozen_encoder_with_subspace_reversal_and_onecycle_trains_and_resumes(t
     opts = dict(freeze_encoder=True, subspace=8, reverse_pairs=str(root / "pairs.txt"), max_steps=None, epochs=1)
     opts["schedule"] = "onecycle"  # stepped per batch; a resumed run with more epochs keeps going
     opts["cache_dir"] = str(tmp_path / "cache")
+    opts["clip_grad"] = 1.0
     out = _run(tmp_path, root, **opts)
     model = load_checkpoint(out / "last.safetensors")
     assert model.encoder.reduce_conv.weight.shape == (512, 1280, 1, 1)  # a plain VTN
@@ -312,5 +336,7 @@ def test_frozen_encoder_with_subspace_reversal_and_onecycle_trains_and_resumes(t
         _run(tmp_path / "x", root, subspace=8)
     with pytest.raises(TrainError, match="--schedule must be one of plateau, onecycle"):
         _run(tmp_path / "z", root, schedule="cosine")
+    with pytest.raises(TrainError, match="--clip-grad must be a positive norm"):
+        _run(tmp_path / "w", root, clip_grad=0.0)
     with pytest.raises(TrainError, match="needs --modality rgb"):
         _run(tmp_path / "y", root, modality="rgbdiff", reverse_pairs=str(root / "pairs.txt"))

@@ -9,12 +9,14 @@ encoder keeps. Everything a single frame could cheat with is randomised. Same se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from converter.config import ConfigError
 
 CORE_CLASSES = (
     "open",
@@ -247,13 +249,20 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[
 
 
 def synth_clips(
-    split: str, clips_per_class: int, seed: int, classes: tuple[str, ...] | None = None
+    split: str,
+    clips_per_class: int,
+    seed: int,
+    classes: tuple[str, ...] | None = None,
+    class_clips: Mapping[str, int] | None = None,
 ) -> Iterator[tuple[str, int, ClipSpec, int]]:
-    """(class, clip index, spec, render seed) for every clip of a split, in a fixed order."""
+    """(class, clip index, spec, render seed) for every clip of a split, in a fixed order.
+
+    Clip k of a class is the same whatever the counts, so more clips only add files.
+    """
     for ci, label in enumerate(SPLITS[split]):
         if classes is not None and label not in classes:
             continue
-        for k in range(clips_per_class):
+        for k in range((class_clips or {}).get(label, clips_per_class)):
             s = clip_seed(seed, split, ci, k)
             yield label, k, draw_spec(label, np.random.default_rng(s)), s + 1
 
@@ -265,27 +274,32 @@ def write_dataset(
     seed: int,
     splits: tuple[str, ...] = ("core", "position"),
     classes: tuple[str, ...] | None = None,
+    class_clips: Mapping[str, int] | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Write `out/<split>/<class>/<class>_NNNN.mp4`, `out/<split>/labels.txt` and the reversal
     pairs `out/<split>/pairs.txt`; returns split roots.
 
-    `classes` keeps a subset (for small tests); a clip's content does not depend on the subset.
+    `classes` keeps a subset (for small tests); `class_clips` gives some classes their own count
+    (more clips where the benchmark is hard). A clip's content depends on neither.
     """
+    unknown = sorted(set(class_clips or {}) - {c for split in splits for c in SPLITS.get(split, ())})
+    if unknown:
+        raise ConfigError(f"per-class clip counts for unknown classes {unknown}; the classes are those of {splits}")
     from tqdm import tqdm
 
     roots = []
     for split in splits:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         root = out / split
         root.mkdir(parents=True, exist_ok=True)
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
         (root / "labels.txt").write_text("\n".join(names) + "\n")
         (root / "pairs.txt").write_text(reversal_pairs_text(names))
-        total = len(names) * clips_per_class
+        total = sum((class_clips or {}).get(name, clips_per_class) for name in names)
         for label, k, spec, render_seed in tqdm(
-            synth_clips(split, clips_per_class, seed, names),
+            synth_clips(split, clips_per_class, seed, names, class_clips),
             total=total,
             desc=f"synth {split}",
             disable=not progress,
