@@ -283,15 +283,19 @@ def write_dataset(
     `classes` keeps a subset (for small tests); `class_clips` gives some classes their own count
     (more clips where the benchmark is hard). A clip's content depends on neither.
     """
-    unknown = sorted(set(class_clips or {}) - {c for split in splits for c in SPLITS.get(split, ())})
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    known = [c for split in splits for c in SPLITS[split]]
+    unknown = sorted(set(class_clips or {}) - set(known))
     if unknown:
-        raise ConfigError(f"per-class clip counts for unknown classes {unknown}; the classes are those of {splits}")
+        raise ConfigError(
+            f"per-class clip counts for {', '.join(unknown)}: not a class here; choose from {', '.join(known)}"
+        )
     from tqdm import tqdm
 
     roots = []
     for split in splits:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         root = out / split
         root.mkdir(parents=True, exist_ok=True)
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
