@@ -286,8 +286,9 @@ def write_dataset(
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    class_clips = dict(class_clips or {})
     known = [c for split in splits for c in SPLITS[split]]
-    unknown = sorted(set(class_clips or {}) - set(known))
+    unknown = sorted(set(class_clips) - set(known))
     if unknown:
         raise ConfigError(
             f"per-class clip counts for {', '.join(unknown)}: not a class here; choose from {', '.join(known)}"
@@ -301,7 +302,7 @@ def write_dataset(
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
         (root / "labels.txt").write_text("\n".join(names) + "\n")
         (root / "pairs.txt").write_text(reversal_pairs_text(names))
-        total = sum((class_clips or {}).get(name, clips_per_class) for name in names)
+        total = sum(class_clips.get(name, clips_per_class) for name in names)
         for label, k, spec, render_seed in tqdm(
             synth_clips(split, clips_per_class, seed, names, class_clips),
             total=total,
