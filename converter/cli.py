@@ -91,6 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             views=args.views,
             cache_dir=str(args.cache_dir) if args.cache_dir else None,
             subspace=args.subspace,
+            tune_layers=args.tune_layers,
             reverse_pairs=str(args.reverse_pairs) if args.reverse_pairs else None,
             input_size=args.input_size,
             window=args.window,
@@ -261,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="with --freeze-encoder: train the projection on the K whitened directions in which features change "
         "within a video (folded into the 1x1 projection when saved)",
+    )
+    train.add_argument(
+        "--tune-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --freeze-encoder: the backbone's last N feature modules train too (the cache holds the maps "
+        "that the frozen rest hands them; MobileNetV2 2 = its last block and 1x1 convolution)",
     )
     train.add_argument(
         "--reverse-pairs",

@@ -5,10 +5,11 @@ Why every frame, and why before the projection: a training window can then start
 video (temporal augmentation at no extra encoder cost), and the 1x1 projection stays trainable
 (frozen, it would be a random matrix on top of an ImageNet backbone). An entry holds
 [views, frames, C] float16: the centre crop, then views - 1 fixed random multi-scale crops
-(flipped half the time unless flips are off). It is keyed by the video (path, size, mtime), the
-views, the flip setting, the stride (difference modalities pair each frame with the one `stride`
-before it) and a fingerprint of the backbone and its preprocessing, so a changed encoder never
-reuses stale features.
+(flipped half the time unless flips are off). With `tuned` > 0 the backbone's last modules
+train too, so an entry holds the maps [views, frames, C, H, W] that the frozen trunk hands them.
+It is keyed by the video (path, size, mtime), the views, the flip setting, the stride (difference
+modalities pair each frame with the one `stride` before it), the cut and a fingerprint of the
+trunk and its preprocessing, so a changed encoder never reuses stale features.
 """
 
 from __future__ import annotations
@@ -36,40 +37,52 @@ BATCH = 32
 EIGEN_FLOOR = 1e-6
 
 
-def backbone_fingerprint(model: VTN) -> str:
+def backbone_fingerprint(model: VTN, tuned: int = 0) -> str:
+    """The trunk's weights (rounded to float16, so a half-precision copy of a checkpoint reuses
+    its features) and everything else that changes what the trunk computes."""
     config = model.config
+    trunk = model.encoder.split_backbone(tuned)[0]
     digest = hashlib.sha1(f"{config.arch}|{config.modality}|{config.relu6}|{config.preprocessing}".encode())
-    for key, value in sorted(model.encoder.backbone.state_dict().items()):
+    if tuned:
+        digest.update(f"|trunk of {len(trunk)}".encode())
+    for key, value in sorted(trunk.state_dict().items()):
         digest.update(key.encode())
-        digest.update(value.detach().cpu().numpy().tobytes())
+        digest.update(value.detach().cpu().half().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-class _Pooled(torch.nn.Module):
-    def __init__(self, model: VTN):
+class _Trunk(torch.nn.Module):
+    """Frames -> what the frozen part of the backbone gives: pooled features [B, C] when the
+    whole backbone is frozen, else the trunk's maps [B, C, H, W]."""
+
+    def __init__(self, model: VTN, tuned: int):
         super().__init__()
         self.encoder = model.encoder
+        self.trunk = model.encoder.split_backbone(tuned)[0]
+        self.pooled = tuned == 0
 
     def forward(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encoder.pool(current, previous).flatten(1)
+        x = self.trunk(self.encoder.backbone_input(current, previous))
+        return x.mean(dim=(2, 3)) if self.pooled else x
 
 
 class FeatureExtractor:
-    """The frozen backbone compiled with OpenVINO (f32): the same numbers as torch, several times
-    faster on a CPU."""
+    """The frozen backbone (or its trunk) compiled with OpenVINO (f32): the same numbers as torch,
+    several times faster on a CPU."""
 
-    def __init__(self, model: VTN):
+    def __init__(self, model: VTN, tuned: int = 0):
         size = model.config.preprocessing.input_size
         self.pairs = model.config.uses_difference
         example = torch.zeros(1, 3, size, size)
         shapes = [ov.PartialShape([-1, 3, size, size])] * (2 if self.pairs else 1)
         converted = ov.convert_model(
-            _Pooled(model.eval()), example_input=(example, example) if self.pairs else example, input=shapes
+            _Trunk(model.eval(), tuned), example_input=(example, example) if self.pairs else example, input=shapes
         )
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def __call__(self, frames: np.ndarray, stride: int) -> np.ndarray:
-        """[F, 3, S, S] normalised frames of a video -> [F, C]; with a difference modality, frame t
+        """[F, 3, S, S] normalised frames of a video -> [F, C] (or [F, C, H, W] maps of a trunk);
+        with a difference modality, frame t
         is paired with frame t - stride (looping, like the sampling)."""
         previous = frames[(np.arange(len(frames)) - stride) % len(frames)] if self.pairs else None
         out = []
@@ -80,11 +93,11 @@ class FeatureExtractor:
 
 
 class FeatureCache:
-    def __init__(self, root: Path, model: VTN, *, views: int, flip: bool, stride: int):
+    def __init__(self, root: Path, model: VTN, *, views: int, flip: bool, stride: int, tuned: int = 0):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.model, self.views, self.flip, self.stride = model, views, flip, stride
-        self.fingerprint = backbone_fingerprint(model)
+        self.model, self.views, self.flip, self.stride, self.tuned = model, views, flip, stride, tuned
+        self.fingerprint = backbone_fingerprint(model, tuned)
         self._extractor: FeatureExtractor | None = None
 
     def _key(self, video: Path) -> str:
@@ -95,7 +108,8 @@ class FeatureCache:
         )
 
     def features(self, clips: ClipDataset, desc: str) -> list[np.ndarray]:
-        """[views, frames, C] per video, computing only what is not cached yet."""
+        """[views, frames, C] (with a tuned tail [views, frames, C, H, W]) per video, computing
+        only what is not cached yet."""
         out, computed = [], 0
         for item, _ in tqdm(clips.items, desc=f"features {desc}", unit="video"):
             key = self._key(item.path)
@@ -112,7 +126,7 @@ class FeatureCache:
 
     def _compute(self, video: Path, clips: ClipDataset) -> np.ndarray:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.model)
+            self._extractor = FeatureExtractor(self.model, self.tuned)
         frames = read_frames(video)
         pre = clips.pre
         # crops drawn from the file's name and size: the same on every machine and in every copy

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
-from converter.config import SCHEDULES, VTNConfig
+from converter.config import SCHEDULES, ConfigError, VTNConfig
 from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.vtn import VTN, FeatureHead, build_vtn
@@ -69,6 +69,7 @@ class TrainOptions:
     max_steps: int | None = None  # per epoch; for smoke tests
     cache_dir: str | None = None
     subspace: int | None = None  # frozen encoder: train the projection on this many within-video directions
+    tune_layers: int = 0  # frozen encoder: the backbone's last N feature modules train too, on cached maps
     reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
     clip_grad: float | None = None  # max gradient norm
 
@@ -190,6 +191,10 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
     if opts.subspace is not None and not opts.freeze_encoder:
         raise TrainError("--subspace works on cached features: add --freeze-encoder")
+    if opts.tune_layers and not opts.freeze_encoder:
+        raise TrainError("--tune-layers trains the end of a cached backbone: add --freeze-encoder")
+    if opts.tune_layers and opts.subspace is not None:
+        raise TrainError("--subspace needs fixed pooled features; it cannot be combined with --tune-layers")
     if opts.reverse_pairs and opts.modality != "rgb":
         raise TrainError(f"--reverse-pairs needs --modality rgb (reversed {opts.modality} inputs are not a clip)")
 
@@ -210,8 +215,19 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     val_clips = ClipDataset(val_items, pre, window=opts.window, stride=opts.stride, train=False)
 
     if opts.freeze_encoder:
+        if opts.tune_layers and not isinstance(model, VTN):
+            raise TrainError("--tune-layers needs one encoder; train the two streams separately")
+        try:
+            trunk = model.encoder.split_backbone(opts.tune_layers)[0]
+        except ConfigError as exc:
+            raise TrainError(f"--tune-layers: {exc}") from None
         cache = FeatureCache(
-            Path(opts.cache_dir or out / "features"), model, views=opts.views, flip=opts.flip, stride=opts.stride
+            Path(opts.cache_dir or out / "features"),
+            model,
+            views=opts.views,
+            flip=opts.flip,
+            stride=opts.stride,
+            tuned=opts.tune_layers,
         )
         if rank != 0 and dist.is_initialized():
             dist.barrier()  # rank 0 computes what is missing; the others then read it from the cache
@@ -222,7 +238,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         windows = dict(window=opts.window, stride=opts.stride, difference=model.config.uses_difference)
         train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
         val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
-        for p in model.encoder.backbone.parameters():
+        for p in trunk.parameters():
             p.requires_grad_(False)
         subspace = None
         if opts.subspace is not None:
@@ -230,7 +246,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
                 subspace = within_video_subspace(train_features, opts.subspace)
             except ValueError as exc:
                 raise TrainError(f"--subspace: {exc}") from None
-        trainable = model.feature_head(subspace).to(device)
+        trainable = model.feature_head(subspace, tuned=opts.tune_layers).to(device)
         workers = 0
     else:
         train_data, val_data, trainable, workers = train_clips, val_clips, model, opts.workers

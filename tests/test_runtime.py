@@ -18,7 +18,7 @@ from vtn_edge.errors import FrameError, ModelError, SourceError
 from vtn_edge.metrics import softmax
 from vtn_edge.model import compile_pair
 from vtn_edge.preprocess import center_crop_resize
-from vtn_edge.video import read_frames
+from vtn_edge.video import count_frames, read_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -38,6 +38,16 @@ def test_every_frame_gets_a_prediction_in_order_for_every_clip(shared_data, buil
             assert not any(p.window_full for p in predictions[:30]), clip.name  # 16 sampled frames: 0..30
             assert all(p.window_full and p.label in rec.labels for p in predictions[30:]), clip.name
             assert all(p.label is None for p in predictions[:30])
+
+
+def test_counting_frames_agrees_with_reading_them(shared_data, tmp_path):
+    for clip in _clips(shared_data):  # MPEG-4 part 2 in AVI, H.264 in MP4 and Matroska
+        assert count_frames(clip) == len(read_frames(clip)), clip.name
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(SourceError, match="broken.mp4"):
+        count_frames(tmp_path / "broken.mp4")
+    with pytest.raises(SourceError, match="does not exist"):
+        count_frames(tmp_path / "missing.mp4")
 
 
 def test_predictions_equal_offline_decoder_on_the_same_sampled_frames(shared_data, built_models):

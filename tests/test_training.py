@@ -340,3 +340,70 @@ def test_frozen_encoder_with_subspace_reversal_onecycle_and_clipping_trains_and_
         _run(tmp_path / "w", root, clip_grad=0.0)
     with pytest.raises(TrainError, match="needs --modality rgb"):
         _run(tmp_path / "y", root, modality="rgbdiff", reverse_pairs=str(root / "pairs.txt"))
+
+
+def test_feature_head_with_a_tuned_tail_equals_the_whole_model_and_trains_only_the_tail():
+    from converter.config import VTNConfig
+    from converter.models.vtn import build_vtn
+
+    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)).eval()
+    clip = torch.randn(2, 16, 3, 64, 64)
+    trunk, tail = model.encoder.split_backbone(2)
+    assert len(trunk) == 17 and len(tail) == 2  # MobileNetV2: the last block and the 1x1 conv to 1280
+    head = model.feature_head(tuned=2)
+    with torch.no_grad():
+        maps = trunk(clip.flatten(0, 1))
+        assert torch.allclose(head.eval()(maps.view(2, 16, *maps.shape[1:])), model(clip), atol=1e-5)
+    trainable = {id(p) for p in head.parameters()}
+    assert {id(p) for p in tail.parameters()} <= trainable
+    assert not trainable & {id(p) for p in trunk.parameters()}
+    head.train()
+    assert not any(m.training for m in tail.modules() if isinstance(m, torch.nn.BatchNorm2d))  # statistics kept
+    assert head.clip_decoder.training
+
+
+def test_frozen_encoder_with_tuned_layers_trains_the_tail_on_cached_maps(tiny_dataset, tmp_path):
+    from converter.checkpoints import load_checkpoint
+    from converter.train import TrainError
+
+    root = tiny_dataset / "train" / "core"
+    opts = dict(freeze_encoder=True, tune_layers=2, cache_dir=str(tmp_path / "cache"), max_steps=None, epochs=1)
+    out = _run(tmp_path, root, lr=1e-3, **opts)
+    cached = np.load(next((tmp_path / "cache").iterdir()))
+    assert cached.shape[0] == 1 and cached.shape[2:] == (160, 2, 2)  # [views, frames, C, H, W] at 64 px
+    before, after = build_untrained(root), load_checkpoint(out / "last.safetensors")
+    changed = {
+        k for k, v in after.state_dict().items() if v.is_floating_point() and not torch.equal(v, before.state_dict()[k])
+    }
+    assert any(k.startswith("encoder.backbone.features.18.") for k in changed)
+    assert not any(k.startswith("encoder.backbone.features.16.") for k in changed)
+    with pytest.raises(TrainError, match="add --freeze-encoder"):
+        _run(tmp_path / "x", root, tune_layers=2)
+    with pytest.raises(TrainError, match="cannot be combined with --tune-layers"):
+        _run(tmp_path / "y", root, freeze_encoder=True, tune_layers=2, subspace=8)
+    with pytest.raises(TrainError, match="--tune-layers: can tune 0..18"):
+        _run(tmp_path / "z", root, freeze_encoder=True, tune_layers=19)
+
+
+def build_untrained(root):
+    """The model `train` starts from with seed 0 (the same initialisation)."""
+    from converter.train import build_model
+
+    torch.manual_seed(0)
+    return build_model(TrainOptions(data=str(root), out="unused", **FAST), open_dataset(root).labels)
+
+
+def test_backbone_fingerprint_ignores_half_precision_and_covers_only_the_trunk():
+    from converter.config import VTNConfig
+    from converter.embedding_cache import backbone_fingerprint
+    from converter.models.vtn import build_vtn
+
+    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3))
+    half = build_vtn(model.config)
+    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    assert backbone_fingerprint(half) == backbone_fingerprint(model)  # a fp16 copy reuses the features
+    assert backbone_fingerprint(model, tuned=2) != backbone_fingerprint(model)
+    with torch.no_grad():
+        model.encoder.backbone.features[18][0].weight.add_(1.0)  # in the tuned tail
+    assert backbone_fingerprint(model, tuned=2) == backbone_fingerprint(half, tuned=2)
+    assert backbone_fingerprint(model) != backbone_fingerprint(half)

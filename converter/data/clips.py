@@ -17,7 +17,7 @@ from vtn_edge.datasets import VideoDataset, VideoItem
 from vtn_edge.errors import DataError, VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.preprocess import center_crop_resize, normalize
-from vtn_edge.video import read_frames, sample_indices
+from vtn_edge.video import count_frames, read_frames, sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def usable_items(dataset: VideoDataset, *, window: int, stride: int) -> list[tup
     span = (window - 1) * stride + 1
     for item in dataset.items:
         try:
-            count = len(read_frames(item.path))
+            count = count_frames(item.path)
         except VtnEdgeError as exc:
             log.warning("skipping %s: %s", item.path, exc)
             continue

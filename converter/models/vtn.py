@@ -42,16 +42,33 @@ class FrameEncoder(nn.Module):
 
     def pool(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         """Globally pooled backbone features [B, C, 1, 1], before the projection to 512."""
+        return self.backbone(self.backbone_input(current, previous)).mean(dim=(2, 3), keepdim=True)
+
+    def backbone_input(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """What the backbone sees for the modality: the frame, the difference, or both stacked."""
         _check_frames(current, "current")
         if self.modality == "rgb":
-            x = current
-        else:
-            if previous is None:
-                raise InputShapeError(f"modality {self.modality!r} needs the previous frame too")
-            _check_frames(previous, "previous")
-            diff = current - previous
-            x = diff if self.modality == "rgbdiff" else torch.cat((current, diff), dim=1)
-        return self.backbone(x).mean(dim=(2, 3), keepdim=True)
+            return current
+        if previous is None:
+            raise InputShapeError(f"modality {self.modality!r} needs the previous frame too")
+        _check_frames(previous, "previous")
+        diff = current - previous
+        return diff if self.modality == "rgbdiff" else torch.cat((current, diff), dim=1)
+
+    def split_backbone(self, tuned: int) -> tuple[nn.Sequential, nn.Sequential]:
+        """(trunk, tail): the backbone's feature modules before and after its last `tuned` ones.
+
+        The same modules as the backbone's (shared parameters), so training the tail trains the
+        model. `tuned` = 0 gives an empty tail.
+        """
+        names = self.backbone.feature_children()
+        if not 0 <= tuned < len(names):
+            raise ConfigError(
+                f"can tune 0..{len(names) - 1} of the backbone's {len(names)} feature modules, not {tuned}"
+            )
+        modules = [self.backbone.get_submodule(name) for name in names]
+        cut = len(modules) - tuned
+        return nn.Sequential(*modules[:cut]), nn.Sequential(*modules[cut:])
 
 
 def _project(reduce_conv: nn.Conv2d | None, pooled: torch.Tensor) -> torch.Tensor:
@@ -82,8 +99,13 @@ class ClipDecoder(nn.Module):
 
 
 class FeatureHead(nn.Module):
-    """Pooled backbone features [B, T, C] -> logits: the part of a VTN that trains when the
-    backbone is frozen (the projection to 512, the decoder, the classifier).
+    """Cached backbone features -> logits: the part of a VTN that trains when the backbone is
+    frozen (the projection to 512, the decoder, the classifier).
+
+    Features are pooled [B, T, C]; with a `tail` (the backbone's last modules, see
+    `FrameEncoder.split_backbone`) they are the trunk's maps [B, T, C', H, W], which the tail
+    turns into pooled features and trains on. The tail's batch norms keep their statistics
+    (eval mode even in training): windows of one video are no sample of ImageNet's.
 
     With a `subspace` (mean [C], basis [C, K]) the projection trains as a K -> 512 map on
     (features - mean) @ basis instead; `fold()` writes the equivalent C -> 512 map back into the
@@ -91,12 +113,19 @@ class FeatureHead(nn.Module):
     """
 
     def __init__(
-        self, encoder: FrameEncoder, decoder: ClipDecoder, subspace: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        encoder: FrameEncoder,
+        decoder: ClipDecoder,
+        subspace: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tail: nn.Module | None = None,
     ):
         super().__init__()
         self.reduce_conv = encoder.reduce_conv
         self.clip_decoder = decoder
+        self.tail = tail
         self.subspace_projection: nn.Linear | None = None
+        if subspace is not None and tail is not None:
+            raise ConfigError("a feature subspace is fitted to fixed pooled features; it cannot follow a trained tail")
         if subspace is not None:
             if self.reduce_conv is None:
                 raise ConfigError("a feature subspace needs an encoder with a projection to 512 (not ResNet-18/34)")
@@ -107,7 +136,18 @@ class FeatureHead(nn.Module):
             for p in self.reduce_conv.parameters():
                 p.requires_grad_(False)  # fold() overwrites it
 
+    def train(self, mode: bool = True) -> FeatureHead:
+        super().train(mode)
+        if self.tail is not None:
+            for m in self.tail.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.tail is not None:
+            b, t = features.shape[:2]
+            features = self.tail(features.flatten(0, 1)).mean(dim=(2, 3)).view(b, t, -1)
         if self.subspace_projection is None:
             return self.clip_decoder(_project(self.reduce_conv, features))
         return self.clip_decoder(self.subspace_projection((features - self.subspace_mean) @ self.subspace_basis))
@@ -156,9 +196,11 @@ class VTN(nn.Module):
         """The two deployable halves; they share this model's parameters and its train/eval mode."""
         return self.encoder, ClipDecoder(self.decoder, self.fc).train(self.training)
 
-    def feature_head(self, subspace: tuple[torch.Tensor, torch.Tensor] | None = None) -> FeatureHead:
+    def feature_head(self, subspace: tuple[torch.Tensor, torch.Tensor] | None = None, tuned: int = 0) -> FeatureHead:
+        """The trainable part on cached features; `tuned` > 0 adds the backbone's last modules."""
         encoder, decoder = self.split()
-        return FeatureHead(encoder, decoder, subspace)
+        tail = encoder.split_backbone(tuned)[1] if tuned else None
+        return FeatureHead(encoder, decoder, subspace, tail)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(EMBED_DIM, num_classes)
