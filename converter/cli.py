@@ -92,6 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cache_dir=str(args.cache_dir) if args.cache_dir else None,
             subspace=args.subspace,
             tune_layers=args.tune_layers,
+            centre_window=args.centre_window,
             reverse_pairs=str(args.reverse_pairs) if args.reverse_pairs else None,
             input_size=args.input_size,
             window=args.window,
@@ -270,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --freeze-encoder: the backbone's last N feature modules train too (the cache holds the maps "
         "that the frozen rest hands them; MobileNetV2 2 = its last block and 1x1 convolution)",
+    )
+    train.add_argument(
+        "--centre-window",
+        action="store_true",
+        help="the decoder sees each window minus its mean embedding: only how the frames change "
+        "(stored in the model; for actions that order alone decides)",
     )
     train.add_argument(
         "--reverse-pairs",

@@ -38,6 +38,9 @@ class VTNConfig:
     layer_norm: bool = False
     # The original VTN code's MobileNetV2 uses ReLU; torchvision and TFLite weights use ReLU6.
     relu6: bool = True
+    # Subtract the window's mean embedding before the decoder, so that it sees only how the frames
+    # differ from each other (ours; the original VTN has no such step).
+    centre_window: bool = False
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ from converter.checkpoints import load_backbone_weights, load_checkpoint, save_c
 from converter.config import SCHEDULES, ConfigError, VTNConfig
 from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
+from converter.models.decoder import SelfAttentionDecoder
 from converter.models.vtn import VTN, FeatureHead, build_vtn
 from vtn_edge.datasets import open_dataset
 from vtn_edge.errors import VtnEdgeError
@@ -70,6 +71,7 @@ class TrainOptions:
     cache_dir: str | None = None
     subspace: int | None = None  # frozen encoder: train the projection on this many within-video directions
     tune_layers: int = 0  # frozen encoder: the backbone's last N feature modules train too, on cached maps
+    centre_window: bool = False  # the decoder sees each window minus its mean embedding
     reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
     clip_grad: float | None = None  # max gradient norm
 
@@ -117,8 +119,12 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
             window=opts.window,
             stride=opts.stride,
             preprocessing=replace(model.config.preprocessing, input_size=opts.input_size, resize_short=opts.input_size),
+            centre_window=opts.centre_window or model.config.centre_window,
         )
         model.config = config
+        for module in model.modules():
+            if isinstance(module, SelfAttentionDecoder):
+                module.centre = config.centre_window
         return model
     config = VTNConfig(
         arch=opts.arch,
@@ -128,6 +134,7 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
         window=opts.window,
         stride=opts.stride,
         preprocessing=pre,
+        centre_window=opts.centre_window,
     )
     model = build_vtn(config)
     if isinstance(model, VTN) and opts.backbone_weights:

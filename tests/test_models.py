@@ -105,6 +105,29 @@ def test_layer_norm_option_adds_original_parameters():
     assert len(extra) == 4 * 2 * 2
 
 
+def test_centred_window_sees_only_how_frames_differ(tmp_path):
+    from converter.checkpoints import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=5, centre_window=True)).eval()
+    decoder = model.split()[1]
+    embeddings = torch.randn(2, 16, 512)
+    shared = torch.randn(2, 1, 512) * 10  # what every frame of a window has in common
+    with torch.no_grad():
+        logits = decoder(embeddings)
+        torch.testing.assert_close(decoder(embeddings + shared), logits, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(decoder(embeddings.flip(1)), logits, atol=1e-3)  # order still counts
+        plain = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=5)).eval()
+        plain.load_state_dict(model.state_dict())  # no parameters of its own: the same state dict
+        assert not torch.allclose(plain.split()[1](embeddings + shared), logits, atol=1e-3)
+
+    save_checkpoint(model, tmp_path / "centred.safetensors")
+    loaded = load_checkpoint(tmp_path / "centred.safetensors").eval()
+    assert loaded.config.centre_window
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.split()[1](embeddings + shared), logits, rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_arch_and_modality_list_choices():
     with pytest.raises(ConfigError, match="resnet34"):
         VTNConfig(arch="vgg16")

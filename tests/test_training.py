@@ -314,7 +314,9 @@ def test_within_video_subspace_folds_into_a_plain_projection():
         within_video_subspace(videos, 2000)
 
 
-def test_frozen_encoder_with_subspace_reversal_onecycle_and_clipping_trains_and_resumes(tiny_dataset, tmp_path):
+def test_frozen_encoder_with_subspace_reversal_onecycle_clipping_and_centring_trains_and_resumes(
+    tiny_dataset, tmp_path
+):
     from converter.checkpoints import load_checkpoint
     from converter.train import TrainError
 
@@ -323,15 +325,18 @@ def test_frozen_encoder_with_subspace_reversal_onecycle_and_clipping_trains_and_
     opts["schedule"] = "onecycle"  # stepped per batch; a resumed run with more epochs keeps going
     opts["cache_dir"] = str(tmp_path / "cache")
     opts["clip_grad"] = 1.0
+    opts["centre_window"] = True
     out = _run(tmp_path, root, **opts)
     model = load_checkpoint(out / "last.safetensors")
     assert model.encoder.reduce_conv.weight.shape == (512, 1280, 1, 1)  # a plain VTN
+    assert model.config.centre_window and model.decoder.centre
     subprocess.run(
         [sys.executable, "-m", "converter", "train", "--resume", str(out), "--epochs", "2"],
         check=True,
         capture_output=True,
     )
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert load_checkpoint(out / "last.safetensors").config.centre_window
     with pytest.raises(TrainError, match="add --freeze-encoder"):
         _run(tmp_path / "x", root, subspace=8)
     with pytest.raises(TrainError, match="--schedule must be one of plateau, onecycle"):

@@ -119,12 +119,18 @@ class SelfAttentionDecoder(nn.Module):
         hidden: int = 1024,
         dropout: float = 0.1,
         layer_norm: bool = False,
+        centre: bool = False,
     ):
         super().__init__()
+        self.centre = centre
         self.position_encoding = PositionEncoding(positions, dim)
         self.layers = nn.ModuleList(DecoderBlock(dim, heads, hidden, dropout, layer_norm) for _ in range(blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.centre:
+            # What the frames share (background, object, colour) dwarfs how they change; without
+            # it, what is left is the motion, and a decoder can no longer memorise the videos.
+            x = x - x.mean(dim=1, keepdim=True)
         x = self.position_encoding(x)
         for layer in self.layers:
             x = layer(x)
