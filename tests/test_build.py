@@ -26,7 +26,10 @@ def test_every_precision_is_verified_against_torch(built_models):
         manifest = Manifest.load(directory / "model.json")
         v = manifest.verification
         assert manifest.trained and manifest.precision == precision
-        assert v["clips"] >= 34  # enough held-out clips that 97% allows at most one disagreement
+        assert v["clips"] >= 34
+        # agreement is judged where torch decides (TIE_MARGIN): most clips, for a trained model,
+        # and enough that 97% allows at most one disagreement
+        assert v["decisive_clips"] >= max(34, 0.8 * v["clips"]), v
         if precision == "fp32":
             assert v["top1_agreement"] == 1.0
             assert v["embedding_cosine_min"] >= 0.9999
