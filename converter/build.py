@@ -43,8 +43,8 @@ DEFAULT_CHECKPOINTS = {"mobilenetv2": REPO_ROOT / "ir_models" / "default" / "mob
 TOLERANCES = {"fp32": (0.9999, "min", 1.0), "fp16": (0.999, "min", 0.97), "int8": (0.97, "mean", 0.95)}
 # Top-1 agreement counts only clips whose torch top-1 leads the runner-up by this many logits: a
 # flip between two classes that torch itself barely separates is rounding, not a broken IR (the
-# tiny test model's INT8 IR flipped 3 of 40 such clips on an AVX-512 VNNI CPU, with logits within
-# 0.27 of torch's, and none on an AMX one).
+# tiny test model's INT8 IR flipped 3 of 40 such clips on an AVX-512 VNNI CPU, its logits within
+# 0.27 of torch's, while it passed on an AMX one).
 TIE_MARGIN = 0.5
 
 
