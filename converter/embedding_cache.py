@@ -81,9 +81,9 @@ class FeatureExtractor:
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def __call__(self, frames: np.ndarray, stride: int) -> np.ndarray:
-        """[F, 3, S, S] normalised frames of a video -> [F, C] (or [F, C, H, W] maps of a trunk);
-        with a difference modality, frame t
-        is paired with frame t - stride (looping, like the sampling)."""
+        """[F, 3, S, S] normalised frames of a video -> [F, C] (or a trunk's maps [F, C, H, W]);
+        with a difference modality, frame t is paired with frame t - stride (looping, like the
+        sampling)."""
         previous = frames[(np.arange(len(frames)) - stride) % len(frames)] if self.pairs else None
         out = []
         for i in range(0, len(frames), BATCH):

@@ -376,7 +376,7 @@ def test_frozen_encoder_with_tuned_layers_trains_the_tail_on_cached_maps(tiny_da
     out = _run(tmp_path, root, lr=1e-3, **opts)
     cached = np.load(next((tmp_path / "cache").iterdir()))
     assert cached.shape[0] == 1 and cached.shape[2:] == (160, 2, 2)  # [views, frames, C, H, W] at 64 px
-    before, after = build_untrained(root), load_checkpoint(out / "last.safetensors")
+    before, after = _untrained_model(root), load_checkpoint(out / "last.safetensors")
     changed = {
         k for k, v in after.state_dict().items() if v.is_floating_point() and not torch.equal(v, before.state_dict()[k])
     }
@@ -390,7 +390,7 @@ def test_frozen_encoder_with_tuned_layers_trains_the_tail_on_cached_maps(tiny_da
         _run(tmp_path / "z", root, freeze_encoder=True, tune_layers=19)
 
 
-def build_untrained(root):
+def _untrained_model(root):
     """The model `train` starts from with seed 0 (the same initialisation)."""
     from converter.train import build_model
 
