@@ -154,10 +154,15 @@ def _cmd_temporal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """'core, position' -> ('core', 'position')."""
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
 def _class_counts(text: str | None) -> dict[str, int]:
     """'rotate_cw=1300,rotate_ccw=1300' -> {'rotate_cw': 1300, 'rotate_ccw': 1300}."""
     counts = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+    for part in _names(text or ""):
         name, _, number = part.partition("=")
         if not number.strip().isdigit():
             raise ConfigError(f"--class-clips expects CLASS=COUNT pairs separated by commas, got {part!r}")
@@ -168,13 +173,14 @@ def _class_counts(text: str | None) -> dict[str, int]:
 def _cmd_dataset(args: argparse.Namespace) -> int:
     from converter.data.synth import write_dataset
 
-    splits = tuple(s.strip() for s in args.splits.split(","))
     roots = write_dataset(
         args.out,
         clips_per_class=args.clips_per_class,
         seed=args.seed,
-        splits=splits,
+        splits=_names(args.splits),
+        classes=_names(args.classes) if args.classes else None,
         class_clips=_class_counts(args.class_clips),
+        workers=args.workers,
     )
     for root in roots:
         print(f"wrote {root}")
@@ -336,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CLASS=N,...",
         help="clips for some classes instead of --clips-per-class (clip k is the same file either way)",
     )
+    synth.add_argument(
+        "--classes", metavar="CLASS,...", help="render only these classes (clip k is the same file as in a full render)"
+    )
+    synth.add_argument("--workers", type=int, default=1, help="rendering processes")
     synth.set_defaults(func=_cmd_dataset)
     return parser
 

@@ -27,8 +27,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from converter.data.clips import ClipDataset, augment
+from converter.export import fold_preprocessing
 from converter.models.vtn import VTN
-from vtn_edge.preprocess import center_crop_resize, normalize
+from vtn_edge.preprocess import center_crop_resize
 from vtn_edge.video import read_frames, sample_indices
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class _Trunk(torch.nn.Module):
 
 class FeatureExtractor:
     """The frozen backbone (or its trunk) compiled with OpenVINO (f32): the same numbers as torch,
-    several times faster on a CPU."""
+    several times faster on a CPU. It takes uint8 BGR frames, like the runtime's encoder: the
+    normalisation runs in the graph, not as numpy passes over float copies of every frame."""
 
     def __init__(self, model: VTN, tuned: int = 0):
         size = model.config.preprocessing.input_size
@@ -78,10 +80,11 @@ class FeatureExtractor:
         converted = ov.convert_model(
             _Trunk(model.eval(), tuned), example_input=(example, example) if self.pairs else example, input=shapes
         )
+        converted = fold_preprocessing(converted, model.config.preprocessing, native=True)
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def __call__(self, frames: np.ndarray, stride: int) -> np.ndarray:
-        """[F, 3, S, S] normalised frames of a video -> [F, C] (or a trunk's maps [F, C, H, W]);
+        """[F, S, S, 3] uint8 BGR frames of a video -> [F, C] (or a trunk's maps [F, C, H, W]);
         with a difference modality, frame t is paired with frame t - stride (looping, like the
         sampling)."""
         previous = frames[(np.arange(len(frames)) - stride) % len(frames)] if self.pairs else None
@@ -133,7 +136,7 @@ class FeatureCache:
         rng = random.Random(f"{video.name}|{video.stat().st_size}")
         views = [np.stack([center_crop_resize(f, pre) for f in frames])]
         views += [augment(frames, pre.input_size, rng, flip=self.flip) for _ in range(self.views - 1)]
-        return np.stack([self._extractor(normalize(v, pre), self.stride) for v in views]).astype(np.float16)
+        return np.stack([self._extractor(v, self.stride) for v in views]).astype(np.float16)
 
 
 def window_features(features: np.ndarray, start: int, *, window: int, stride: int, difference: bool) -> np.ndarray:

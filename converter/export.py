@@ -21,7 +21,7 @@ from torch import nn
 from converter.config import EMBED_DIM
 from converter.models.vtn import VTN
 from vtn_edge.errors import VtnEdgeError
-from vtn_edge.metadata import RT_INFO_KEY, Manifest
+from vtn_edge.metadata import RT_INFO_KEY, Manifest, Preprocessing
 
 INTERFACES = ("native", "omz")
 ENCODER_ONNX = "encoder.onnx"
@@ -90,16 +90,16 @@ def export_onnx(model: VTN, out_dir: Path, *, interface: str) -> tuple[Path, Pat
     return enc_path, dec_path
 
 
-def _fold_preprocessing(model: ov.Model, manifest: Manifest) -> ov.Model:
-    """Put colour conversion, scaling and mean/std into the encoder graph."""
-    pre = manifest.preprocessing
+def fold_preprocessing(model: ov.Model, pre: Preprocessing, *, native: bool) -> ov.Model:
+    """Put colour conversion, scaling and mean/std into the encoder graph; `native` also takes
+    uint8 BGR NHWC frames (else float BGR NCHW, the Open Model Zoo interface)."""
     ppp = PrePostProcessor(model)
     model_color = ColorFormat.RGB if pre.color_order == "RGB" else ColorFormat.BGR
     mean = [255.0 * m for m in pre.mean]
     scale = [255.0 * s for s in pre.std]
     for i in range(len(model.inputs)):
         info = ppp.input(i)
-        if manifest.interface == "native":
+        if native:
             info.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
             info.preprocess().convert_element_type(ov.Type.f32)
         else:
@@ -116,7 +116,9 @@ def stamp(model: ov.Model, manifest: Manifest, part: str) -> None:
 
 
 def to_openvino(enc_onnx: Path, dec_onnx: Path, manifest: Manifest) -> tuple[ov.Model, ov.Model]:
-    encoder = _fold_preprocessing(ov.convert_model(str(enc_onnx)), manifest)
+    encoder = fold_preprocessing(
+        ov.convert_model(str(enc_onnx)), manifest.preprocessing, native=manifest.interface == "native"
+    )
     decoder = ov.convert_model(str(dec_onnx))
     if manifest.interface == "omz":
         for model in (encoder, decoder):

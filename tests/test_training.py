@@ -289,6 +289,51 @@ def test_synthetic_per_class_counts_only_add_clips(tmp_path):
     assert main(["dataset", "synth", "--out", str(tmp_path / "c"), "--class-clips", "still:3"]) == 2
 
 
+def test_synthetic_class_subset_in_parallel_writes_the_same_files(tmp_path):
+    from converter.cli import main
+
+    full = write_dataset(tmp_path / "a", clips_per_class=2, seed=4, splits=("core",), progress=False)[0]
+    args = ["dataset", "synth", "--out", str(tmp_path / "b"), "--clips-per-class", "2", "--seed", "4"]
+    assert main([*args, "--classes", "rotate_cw, still", "--workers", "2"]) == 0
+    subset = tmp_path / "b" / "core"
+    assert not (tmp_path / "b" / "position").exists()  # a split with none of the classes is not written
+    assert (subset / "labels.txt").read_text().split() == ["rotate_cw", "still"]
+    assert sorted(p.relative_to(subset) for p in subset.rglob("*.mp4")) == sorted(
+        p.relative_to(full) for p in full.glob("[rs]*/*.mp4") if p.parent.name in ("rotate_cw", "still")
+    )
+    for name in ("rotate_cw/rotate_cw_0001.mp4", "still/still_0000.mp4"):  # clip k is the same file
+        assert (subset / name).read_bytes() == (full / name).read_bytes()
+    assert main([*args, "--classes", "spin"]) == 2
+    assert main([*args, "--workers", "0"]) == 2
+
+
+def test_synthetic_step_actions_show_their_step_in_every_window():
+    """appear/disappear change once: each 32-frame window (training windows start anywhere,
+    Video@1 reads from frame 0) must hold frames from before and after the step."""
+    from converter.data.synth import synth_clips
+
+    for label, _, spec, seed in synth_clips("core", 40, 9, ("appear", "disappear")):
+        plain = type(spec)(**{**spec.__dict__, "noise": 0.0, "shake": 0.0, "distractors": 0})
+        frames = [f.astype(np.float32) for f in render_clip(plain, seed)]
+        first, last = frames[0], frames[-1]
+        # each frame is nearer the first or the last one, and switches once
+        after = [np.abs(f - last).mean() < np.abs(f - first).mean() for f in frames]
+        step = after.index(True)
+        assert not any(after[:step]) and all(after[step:]), label
+        assert all(start < step <= start + 30 for start in range(len(frames) - 32 + 1)), (label, len(frames), step)
+
+
+def test_synthetic_colour_change_stands_out_from_the_background():
+    from converter.data.synth import BLUE, CONTRAST, RED
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        spec = draw_spec("red_to_blue", rng)
+        for background in spec.background:
+            for colour in (RED, BLUE):
+                assert np.abs(colour - np.asarray(background)).sum() >= CONTRAST
+
+
 def test_within_video_subspace_folds_into_a_plain_projection():
     from converter.config import VTNConfig
     from converter.embedding_cache import within_video_subspace
@@ -412,3 +457,25 @@ def test_backbone_fingerprint_ignores_half_precision_and_covers_only_the_trunk()
         model.encoder.backbone.features[18][0].weight.add_(1.0)  # in the tuned tail
     assert backbone_fingerprint(model, tuned=2) == backbone_fingerprint(half, tuned=2)
     assert backbone_fingerprint(model) != backbone_fingerprint(half)
+
+
+@pytest.mark.parametrize("modality", ["rgb", "rgbdiff"])
+def test_feature_extractor_takes_uint8_frames_and_matches_torch(modality):
+    """The cache's OpenVINO extractor normalises in the graph; it must give what the torch
+    trunk gives on `normalize`d frames (colour order, mean and std included)."""
+    from converter.config import VTNConfig
+    from converter.embedding_cache import FeatureExtractor, _Trunk
+    from converter.models.vtn import build_vtn
+    from vtn_edge.metadata import Preprocessing
+    from vtn_edge.preprocess import normalize
+
+    torch.manual_seed(0)
+    pre = Preprocessing(input_size=64, resize_short=64)
+    model = build_vtn(VTNConfig(arch="resnet18", modality=modality, num_classes=3, preprocessing=pre)).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+    features = FeatureExtractor(model)(frames, stride=2)
+    x = torch.from_numpy(normalize(frames, pre))
+    with torch.no_grad():
+        expected = _Trunk(model, 0)(x, x[(torch.arange(10) - 2) % 10] if modality == "rgbdiff" else None).numpy()
+    assert features.shape == expected.shape and np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())

@@ -4,7 +4,9 @@ A VTN sees each frame as one pooled embedding, which keeps what is in the frame 
 looks but loses most of where it is. So the core classes come in pairs that pass through the
 same appearance states in opposite order (averaging a pair's frames gives the same picture),
 plus a still class. A separate position split (swipes) measures how much position a fine-tuned
-encoder keeps. Everything a single frame could cheat with is randomised. Same seed, same files.
+encoder keeps. Everything a single frame could cheat with is randomised, but never the action
+itself: every 32-frame window of a clip (what training and Video@1 look at) shows it, and the
+object stands out from its background. Same seed, same files.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ FPS = (15, 24, 25, 30)
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon")
 ROTATION_DEGREES = 240.0  # how far the arrow turns over a rotate_cw / rotate_ccw clip
 RED, BLUE = np.array([40, 40, 220.0]), np.array([220, 60, 40.0])  # BGR
+CONTRAST = 150.0  # least L1 distance (BGR) between an object's colour and the background it is on
+STEP_CLASSES = ("appear", "disappear")  # a single change, at the middle of the clip
+STEP_MAX_FRAMES = 60  # so that every 32-frame window of such a clip holds frames before and after it
 
 
 @dataclass(frozen=True)
@@ -75,21 +80,40 @@ class ClipSpec:
     angle0: float
 
 
+def _visible(colors: tuple[np.ndarray, ...], *backgrounds: np.ndarray) -> bool:
+    return all(np.abs(c - b).sum() >= CONTRAST for c in colors for b in backgrounds)
+
+
 def draw_spec(label: str, rng: np.random.Generator) -> ClipSpec:
     width, height = SIZES[rng.integers(len(SIZES))]
     bg0 = rng.uniform(0, 255, 3)
     bg1 = np.clip(bg0 + rng.uniform(-80, 80, 3), 0, 255)
+    if label in ("red_to_blue", "blue_to_red"):
+        # these objects take the fixed colours RED and BLUE: both must stand out from both ends of
+        # the background, or the colour change looks like fading into it (or like nothing)
+        while not _visible((RED, BLUE), bg0, bg1):
+            bg0 = rng.uniform(0, 255, 3)
+            bg1 = np.clip(bg0 + rng.uniform(-80, 80, 3), 0, 255)
     color = rng.uniform(0, 255, 3)
-    while np.abs(color - bg0).sum() < 150:  # keep the object visible against the background
+    while not _visible((color,), bg0):  # keep the object visible against the background
         color = rng.uniform(0, 255, 3)
+    fps = int(FPS[rng.integers(len(FPS))])
+    frames = int(rng.integers(36, 72))
+    start, end = float(rng.uniform(0.0, 0.15)), float(rng.uniform(0.85, 1.0))
+    if label in STEP_CLASSES:
+        # Video@1 reads 32-frame segments from frame 0 and training windows start anywhere: with
+        # the step at the middle of a clip of at most 60 frames, every window shows it (a window
+        # without it shows a still object, which is `still`)
+        frames = 36 + (frames - 36) * (STEP_MAX_FRAMES - 36) // 35
+        start, end = 0.0, 1.0
     return ClipSpec(
         label=label,
         width=int(width),
         height=int(height),
-        fps=int(FPS[rng.integers(len(FPS))]),
-        frames=int(rng.integers(36, 72)),
-        start=float(rng.uniform(0.0, 0.15)),
-        end=float(rng.uniform(0.85, 1.0)),
+        fps=fps,
+        frames=frames,
+        start=start,
+        end=end,
         shape=SHAPES[rng.integers(len(SHAPES))],
         size=float(rng.uniform(0.22, 0.38)),
         cx=float(rng.uniform(0.38, 0.62)),
@@ -267,6 +291,12 @@ def synth_clips(
             yield label, k, draw_spec(label, np.random.default_rng(s)), s + 1
 
 
+def _write_clip(job: tuple[Path, ClipSpec, int]) -> None:
+    path, spec, render_seed = job
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, render_clip(spec, render_seed), spec.fps, (spec.width, spec.height))
+
+
 def write_dataset(
     out: Path,
     *,
@@ -275,47 +305,53 @@ def write_dataset(
     splits: tuple[str, ...] = ("core", "position"),
     classes: tuple[str, ...] | None = None,
     class_clips: Mapping[str, int] | None = None,
+    workers: int = 1,
     progress: bool = True,
 ) -> list[Path]:
     """Write `out/<split>/<class>/<class>_NNNN.mp4`, `out/<split>/labels.txt` and the reversal
     pairs `out/<split>/pairs.txt`; returns split roots.
 
-    `classes` keeps a subset (for small tests); `class_clips` gives some classes their own count
-    (more clips where the benchmark is hard). A clip's content depends on neither.
+    `classes` keeps a subset (a split with none of them is not written); `class_clips` gives some
+    classes their own count (more clips where the benchmark is hard). A clip's content depends on
+    neither, nor on `workers` (rendering processes).
     """
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    class_clips = dict(class_clips or {})
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     known = [c for split in splits for c in SPLITS[split]]
-    unknown = sorted(set(class_clips) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"per-class clip counts for {', '.join(unknown)}: not a class here; choose from {', '.join(known)}"
-        )
+    class_clips = dict(class_clips or {})
+    for what, names in (("per-class clip counts for", class_clips), ("classes", classes or ())):
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ConfigError(f"{what} {', '.join(unknown)}: not a class here; choose from {', '.join(known)}")
     from tqdm import tqdm
 
-    roots = []
+    jobs, roots = [], []
     for split in splits:
+        names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
+        if not names:
+            continue
         root = out / split
         root.mkdir(parents=True, exist_ok=True)
-        names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
         (root / "labels.txt").write_text("\n".join(names) + "\n")
         (root / "pairs.txt").write_text(reversal_pairs_text(names))
-        total = sum(class_clips.get(name, clips_per_class) for name in names)
-        for label, k, spec, render_seed in tqdm(
-            synth_clips(split, clips_per_class, seed, names, class_clips),
-            total=total,
-            desc=f"synth {split}",
-            disable=not progress,
-            unit="clip",
-        ):
-            (root / label).mkdir(exist_ok=True)
-            write_video(
-                root / label / f"{label}_{k:04d}.mp4",
-                render_clip(spec, render_seed),
-                spec.fps,
-                (spec.width, spec.height),
-            )
+        jobs += [
+            (root / label / f"{label}_{k:04d}.mp4", spec, render_seed)
+            for label, k, spec, render_seed in synth_clips(split, clips_per_class, seed, names, class_clips)
+        ]
         roots.append(root)
+    bar = tqdm(total=len(jobs), desc="synth", disable=not progress, unit="clip")
+    if workers == 1:
+        for job in jobs:
+            _write_clip(job)
+            bar.update()
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_clip, jobs, chunksize=4):
+                bar.update()
+    bar.close()
     return roots
