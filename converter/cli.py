@@ -78,7 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             val=str(args.val) if args.val else None,
             labels=str(args.labels) if args.labels else None,
             modality=args.modality,
-            epochs=args.epochs or 50,
+            epochs=50 if args.epochs is None else args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
             weight_decay=args.weight_decay,

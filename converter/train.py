@@ -194,6 +194,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         raise TrainError(f"--clip-grad must be a positive norm, got {opts.clip_grad}")
     if opts.schedule not in SCHEDULES:
         raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {opts.schedule!r}")
+    if opts.epochs < 1:
+        raise TrainError(f"--epochs must be >= 1, got {opts.epochs}")
     if opts.views < 1:
         raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
     if opts.subspace is not None and not opts.freeze_encoder:

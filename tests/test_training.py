@@ -232,6 +232,8 @@ def test_frozen_encoder_needs_at_least_one_view(tiny_dataset, tmp_path):
 
     with pytest.raises(TrainError, match="--views must be >= 1"):
         _run(tmp_path, tiny_dataset / "train" / "core", freeze_encoder=True, views=0)
+    with pytest.raises(TrainError, match="--epochs must be >= 1, got 0"):
+        _run(tmp_path, tiny_dataset / "train" / "core", epochs=0)
 
 
 def test_reversal_pairs_play_clips_backwards_as_their_partner(tmp_path):
