@@ -48,6 +48,7 @@ PARTNERS = {a: b for x, y in zip(CORE_CLASSES[:14:2], CORE_CLASSES[1:14:2]) for 
 
 SIZES = ((320, 240), (256, 256), (352, 288), (240, 180), (400, 300))
 FPS = (15, 24, 25, 30)
+CLIP_FRAMES = (36, 72)  # a clip's length is drawn from [min, max)
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon")
 ROTATION_DEGREES = 240.0  # how far the arrow turns over a rotate_cw / rotate_ccw clip
 RED, BLUE = np.array([40, 40, 220.0]), np.array([220, 60, 40.0])  # BGR
@@ -98,13 +99,14 @@ def draw_spec(label: str, rng: np.random.Generator) -> ClipSpec:
     while not _visible((color,), bg0):  # keep the object visible against the background
         color = rng.uniform(0, 255, 3)
     fps = int(FPS[rng.integers(len(FPS))])
-    frames = int(rng.integers(36, 72))
+    frames = int(rng.integers(*CLIP_FRAMES))
     start, end = float(rng.uniform(0.0, 0.15)), float(rng.uniform(0.85, 1.0))
     if label in STEP_CLASSES:
         # Video@1 reads 32-frame segments from frame 0 and training windows start anywhere: with
         # the step at the middle of a clip of at most 60 frames, every window shows it (a window
         # without it shows a still object, which is `still`)
-        frames = 36 + (frames - 36) * (STEP_MAX_FRAMES - 36) // 35
+        low, high = CLIP_FRAMES
+        frames = low + (frames - low) * (STEP_MAX_FRAMES - low) // (high - 1 - low)
         start, end = 0.0, 1.0
     return ClipSpec(
         label=label,
