@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_MODEL := build/mobilenetv2-rgb-int8
-DEMO_CLIPS := build/demo-clips/core
+DEMO_STREAM := build/demo-stream
 
 .PHONY: demo test test-all lint venv bench clean
 
@@ -18,12 +18,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[converter,monitor,dev]'
 	touch $@
 
-# The main job: build the default model to INT8 IR, then label every frame of a few clips.
+# The main job: build the default model to INT8 IR, then show the product on a continuous stream:
+# the camera monitor watches a 30-second annotated stream (as a file played at its frame rate) and
+# prints its events as they happen; then the online metrics against the annotation and a timeline.
 demo: venv
 	$(PY) -m converter build --arch mobilenetv2 --out $(DEMO_MODEL) --force
-	$(PY) -m converter dataset synth --out build/demo-clips --clips-per-class 1 --seed 2026 --splits core
-	for c in open rotate_cw red_to_blue; do \
-		$(PY) -m vtn_edge run $(DEMO_MODEL) $(DEMO_CLIPS)/$$c/$${c}_0000.mp4 || exit 1; done
+	$(PY) -m converter dataset synth --streams 1 --stream-seconds 30 --seed 2026 --out $(DEMO_STREAM)
+	$(PY) -m vtn_edge.monitor --model $(DEMO_MODEL) --source $(DEMO_STREAM)/stream_0000.mp4 --name demo \
+		--status-every 0 --log-level WARNING
+	$(PY) -m vtn_edge evaluate $(DEMO_MODEL) --online $(DEMO_STREAM) --timeline-png build/demo-timeline
+	@echo "timeline picture: build/demo-timeline/stream_0000.png"
 
 lint: venv
 	$(PY) -m ruff check converter vtn_edge tests benchmarks examples

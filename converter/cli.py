@@ -171,6 +171,19 @@ def _class_counts(text: str | None) -> dict[str, int]:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
+    if args.streams is not None:
+        from converter.data.streams import write_streams
+
+        path = write_streams(
+            args.out,
+            streams=args.streams,
+            seconds=args.stream_seconds,
+            seed=args.seed,
+            subset=args.subset,
+            workers=args.workers,
+        )
+        print(f"wrote {args.streams} streams and {path}")
+        return 0
     from converter.data.synth import write_dataset
 
     roots = write_dataset(
@@ -346,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes", metavar="CLASS,...", help="render only these classes (clip k is the same file as in a full render)"
     )
     synth.add_argument("--workers", type=int, default=1, help="rendering processes")
+    streams = synth.add_argument_group("continuous streams (instead of trimmed clips)")
+    streams.add_argument("--streams", type=int, help="write this many long videos and one annotations.json")
+    streams.add_argument("--stream-seconds", type=float, default=120.0, help="length of each stream")
+    streams.add_argument(
+        "--subset", default="validation", choices=("training", "validation", "testing"),
+        help="the subset the streams are annotated with",
+    )  # fmt: skip
     synth.set_defaults(func=_cmd_dataset)
     return parser
 

@@ -19,18 +19,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from converter.checkpoints import load_backbone_weights, load_checkpoint, save_checkpoint
+from converter.checkpoints import load_backbone_weights, load_checkpoint, read_config, save_checkpoint
 from converter.config import SCHEDULES, ConfigError, VTNConfig
 from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
+from converter.data.stream_windows import StreamWindows, label_windows
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.decoder import SelfAttentionDecoder
 from converter.models.vtn import VTN, FeatureHead, build_vtn
-from vtn_edge.datasets import open_dataset
+from vtn_edge.datasets import VideoItem, open_dataset
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
+from vtn_edge.online import ANNOTATIONS, AnnotatedStream, is_stream_folder, load_streams, stream_labels
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,9 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
 
         pre = replace(pre, mean=TFLITE_MEAN, std=TFLITE_STD)
     if opts.init_checkpoint:
-        model = load_checkpoint(opts.init_checkpoint, labels=labels, reinit_head=True)
+        # the classifier carries over when the classes are the same (fine-tuning), else it starts afresh
+        same = read_config(opts.init_checkpoint).labels == tuple(labels)
+        model = load_checkpoint(opts.init_checkpoint, labels=labels, reinit_head=not same)
         config = replace(
             model.config,
             window=opts.window,
@@ -175,6 +179,49 @@ def distillation_loss(
     return (1 - alpha) * F.cross_entropy(student, labels) + alpha * soft
 
 
+# ------------------------------------------------------------------ annotated streams
+@dataclass(frozen=True)
+class _Streams:
+    """Training on annotated streams (`dataset synth --streams`): windows labelled by the rule in
+    `converter.data.stream_windows`, the annotation's background class for idle time."""
+
+    labels: tuple[str, ...]
+    background: str
+    train: list[AnnotatedStream]
+    val: list[AnnotatedStream]
+
+    @staticmethod
+    def items(streams: list[AnnotatedStream]) -> list[tuple[VideoItem, int]]:
+        return [(VideoItem(s.path, 0), s.frames) for s in streams]
+
+    def windows(self, train_features, val_features, opts: TrainOptions, shape: dict) -> tuple[Dataset, Dataset]:
+        background = self.labels.index(self.background)
+        cut = dict(window=opts.window, stride=opts.stride)
+        train = label_windows(self.train, self.labels, self.background, step=1, **cut)
+        val = label_windows(self.val, self.labels, self.background, step=4, **cut) if self.val else []
+        log.info("stream windows: %d for training, %d for validation", len(train), len(val))
+        return (
+            StreamWindows(train_features, train, background, train=True, per_epoch=STREAM_WINDOWS_PER_EPOCH,
+                          seed=opts.seed, **shape),
+            StreamWindows(val_features, val, background, train=False, **shape),
+        )  # fmt: skip
+
+
+STREAM_WINDOWS_PER_EPOCH = 12000
+
+
+def _open_streams(opts: TrainOptions) -> _Streams:
+    if not opts.freeze_encoder:
+        raise TrainError("training on annotated streams works on cached features: add --freeze-encoder")
+    if opts.reverse_pairs or opts.teachers or opts.tune_layers:
+        raise TrainError("--reverse-pairs, --teacher and --tune-layers work on trimmed clips, not on streams")
+    labels, background = stream_labels(opts.data)
+    if opts.val and not is_stream_folder(opts.val):
+        raise TrainError(f"--data {opts.data} holds streams, so --val must too (a folder with {ANNOTATIONS})")
+    val = load_streams(opts.val, labels) if opts.val else []
+    return _Streams(labels, background, load_streams(opts.data, labels), val)
+
+
 # ------------------------------------------------------------------ the run
 @dataclass
 class _RunState:
@@ -207,17 +254,22 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     if opts.reverse_pairs and opts.modality != "rgb":
         raise TrainError(f"--reverse-pairs needs --modality rgb (reversed {opts.modality} inputs are not a clip)")
 
-    train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
-    val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None
-    labels = train_set.labels
-    if val_set is not None and val_set.labels != labels:
-        raise TrainError(f"--val has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
+    streams = _open_streams(opts) if is_stream_folder(opts.data) else None
+    if streams is not None:
+        labels = streams.labels
+        train_items, val_items = streams.items(streams.train), streams.items(streams.val)
+    else:
+        train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
+        val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None
+        labels = train_set.labels
+        if val_set is not None and val_set.labels != labels:
+            raise TrainError(f"--val has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
+        train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
+        val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
     model = build_model(opts, labels).to(device)
     pre = model.config.preprocessing
     partner = read_reversal_pairs(opts.reverse_pairs, labels).to(device) if opts.reverse_pairs else None
 
-    train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
-    val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
     train_clips = ClipDataset(
         train_items, pre, window=opts.window, stride=opts.stride, train=True, flip=opts.flip, seed=opts.seed
     )
@@ -245,8 +297,11 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         if rank == 0 and dist.is_initialized():
             dist.barrier()
         windows = dict(window=opts.window, stride=opts.stride, difference=model.config.uses_difference)
-        train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
-        val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
+        if streams is not None:
+            train_data, val_data = streams.windows(train_features, val_features, opts, windows)
+        else:
+            train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
+            val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
         for p in trunk.parameters():
             p.requires_grad_(False)
         subspace = None
@@ -311,6 +366,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_clips.set_epoch(epoch)
+        if isinstance(train_data, StreamWindows):
+            train_data.set_epoch(epoch)
         started = time.perf_counter()
         loss, acc = _run_epoch(net, loader, optimizer, batch_scheduler, device, teachers, opts, epoch, rank, partner)
         val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError
+from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
 
@@ -72,6 +73,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.online is not None:
+        return _cmd_evaluate_online(args)
+    if args.data is None:
+        raise VtnEdgeError("evaluate needs --data (trimmed clips) or --online (annotated streams)")
     import numpy as np
 
     from vtn_edge.datasets import open_dataset
@@ -104,6 +109,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         dataset, predict, manifest.preprocessing, window=manifest.window, stride=manifest.stride, progress=progress
     )
     report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    return 0
+
+
+def _cmd_evaluate_online(args: argparse.Namespace) -> int:
+    from vtn_edge.model import load_model
+    from vtn_edge.online import evaluate_online, load_streams, online_table
+    from vtn_edge.recognizer import StreamingRecognizer
+    from vtn_edge.smoothing import LabelPolicy, policy_from_flags
+    from vtn_edge.timeline import draw_timeline
+
+    model = load_model(args.model, labels=args.labels)
+    manifest = model.manifest
+    streams = load_streams(args.online, manifest.labels)
+    policy = policy_from_flags(args.smoothing, args.threshold, args.hold)
+    background = manifest.background
+    with StreamingRecognizer(
+        model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels)
+    ) as rec:
+        result, recordings, replays = evaluate_online(
+            rec, streams, policy, background, progress=lambda line: print(f"evaluate: {line}", file=sys.stderr)
+        )
+    if args.timeline_png is not None:
+        for recording, replay in zip(recordings, replays):
+            title = (
+                f"{recording.stream.name}: {args.model.name}, {args.smoothing} smoothing, "
+                f"threshold {policy.threshold}, hold {policy.hold_seconds} s"
+            )
+            draw_timeline(
+                recording,
+                replay,
+                background,
+                policy.threshold,
+                args.timeline_png / f"{recording.stream.name}.png",
+                title,
+            )
+        print(f"timelines: {args.timeline_png}/", file=sys.stderr)
+    print(json.dumps(result) if args.json else online_table(result))
     return 0
 
 
@@ -153,9 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy of an IR model")
     evaluate.add_argument("model", type=Path)
-    evaluate.add_argument("--data", type=Path, required=True)
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", type=Path, help="trimmed labelled clips: clip@1, Video@1, top-5")
+    what.add_argument(
+        "--online", type=Path, metavar="DIR",
+        help="annotated streams (annotations.json): the monitor's events against the annotation",
+    )  # fmt: skip
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--confusion-png", type=Path)
+    evaluate.add_argument("--timeline-png", type=Path, metavar="OUT_DIR", help="with --online: a picture per stream")
+    add_policy_flags(evaluate.add_argument_group("label policy (with --online; defaults: the monitor's)"))
     _add_compile_flags(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 

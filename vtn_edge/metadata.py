@@ -55,6 +55,8 @@ class Preprocessing:
 
 
 MODALITIES = ("rgb", "rgbdiff", "stacked")
+# classes that mean "no action": the monitor never starts an event for them
+BACKGROUND_LABELS = ("none", "still")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class Manifest:
     def seq_len(self) -> int:
         """Embeddings per decoder window: differences of a window of frames are one fewer."""
         return self.window - 1 if self.modality in ("rgbdiff", "stacked") else self.window
+
+    @property
+    def background(self) -> tuple[str, ...]:
+        """The model's classes that stand for no action (`none`, `still`): they never raise events."""
+        return tuple(label for label in self.labels if label in BACKGROUND_LABELS)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -67,3 +67,31 @@ class LabelStabilizer:
             self._ema = probs if self._ema is None else a * probs + (1 - a) * self._ema
             return self._ema
         return probs
+
+
+# What the camera monitor (and `vtn_edge evaluate --online`, which measures it) uses unless told
+# otherwise; chosen on the stream benchmark's validation seed (see the README's online quality).
+MONITOR_POLICY = LabelPolicy(smoothing="mean", threshold=0.5, hold_seconds=0.5)
+SMOOTHING_CHOICES = ("mean", "ema", "none")
+
+
+def policy_from_flags(smoothing: str, threshold: float, hold: float) -> LabelPolicy:
+    """The command-line spelling (`--smoothing none`) to a policy."""
+    return LabelPolicy(smoothing=None if smoothing == "none" else smoothing, threshold=threshold, hold_seconds=hold)
+
+
+def add_policy_flags(group) -> None:
+    """The label-policy flags with the monitor's defaults (also used by `vtn_edge evaluate --online`)."""
+    default = MONITOR_POLICY
+    group.add_argument(
+        "--threshold", type=float, default=default.threshold,
+        help=f"below this score the label is none (default {default.threshold})",
+    )  # fmt: skip
+    group.add_argument(
+        "--hold", type=float, default=default.hold_seconds,
+        help=f"seconds a new label must lead before it replaces one (default {default.hold_seconds})",
+    )  # fmt: skip
+    group.add_argument(
+        "--smoothing", choices=SMOOTHING_CHOICES, default=default.smoothing or "none",
+        help=f"mean or ema of the recent decoder results, or none (default {default.smoothing or 'none'})",
+    )  # fmt: skip

@@ -29,7 +29,7 @@ from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
 from vtn_edge.monitor.preview import PreviewServer, SourceView
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
-from vtn_edge.smoothing import LabelPolicy
+from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy, add_policy_flags, policy_from_flags
 from vtn_edge.types import Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
@@ -49,7 +49,7 @@ class MonitorConfig:
     preview_port: int | None = None
     bind: str = "127.0.0.1"  # metrics and preview
     clips: ClipOptions | None = None
-    policy: LabelPolicy = LabelPolicy(smoothing="mean", threshold=0.5, hold_seconds=0.5)
+    policy: LabelPolicy = MONITOR_POLICY
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
     duration_s: float | None = None
@@ -162,7 +162,7 @@ class Monitor:
         self.states: list[_SourceState] = []
         for i, (source, name) in enumerate(zip(parsed, names)):
             live = LiveSource(source, config.live, name=name, wake=self._wake)
-            tracker = EventTracker(name, lambda e, i=i: self._emit(i, e))
+            tracker = EventTracker(name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background)
             self.states.append(_SourceState(name, live, tracker))
 
     # ------------------------------------------------------------------ the loop
@@ -340,9 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-key", help="client key")
     out.add_argument("--mqtt-insecure", action="store_true", help="do not check the broker's host name")
     lab = p.add_argument_group("labels")
-    lab.add_argument("--threshold", type=float, default=0.5, help="below this score the label is none")
-    lab.add_argument("--hold", type=float, default=0.5, help="seconds a new label must lead before it replaces one")
-    lab.add_argument("--smoothing", choices=["mean", "ema", "none"], default="mean")
+    add_policy_flags(lab)
     srv = p.add_argument_group("metrics, preview, clips")
     srv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     srv.add_argument("--preview-port", type=int, help="serve a live preview page on this port")
@@ -381,11 +379,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         preview_port=args.preview_port,
         bind=args.bind,
         clips=ClipOptions(args.save_clips, args.clip_before, args.clip_after) if args.save_clips else None,
-        policy=LabelPolicy(
-            smoothing=None if args.smoothing == "none" else args.smoothing,
-            threshold=args.threshold,
-            hold_seconds=args.hold,
-        ),
+        policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
         live=LiveOptions(
             open_timeout_s=args.open_timeout,
             read_timeout_s=args.read_timeout,

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,12 +61,23 @@ class ActionEvent:
 
 
 class EventTracker:
-    """Turns one source's predictions (in frame order) into start/end events. Thread-safe."""
+    """Turns one source's predictions (in frame order) into start/end events. Thread-safe.
 
-    def __init__(self, source: str, emit: Callable[[ActionEvent], None], host: str | None = None):
+    Labels in `ignore` (the model's background classes, see `Manifest.background`) are no action:
+    they end an event like no label does and never start one.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        emit: Callable[[ActionEvent], None],
+        host: str | None = None,
+        ignore: Collection[str] = (),
+    ):
         self.source = source
         self._emit = emit
-        self._host = host or socket.gethostname()
+        self._host = socket.gethostname() if host is None else host
+        self._ignore = frozenset(ignore)
         self._lock = threading.Lock()
         self._open: ActionEvent | None = None
         self._score_sum = 0.0
@@ -79,7 +90,7 @@ class EventTracker:
 
     def update(self, p: Prediction) -> None:
         with self._lock:
-            label = p.label if p.window_full else None
+            label = p.label if p.window_full and p.label not in self._ignore else None
             if self._open is not None and label != self._open.label:
                 self._close(LABEL_CHANGED, p.frame_index - 1, p.timestamp)
             if label is not None:

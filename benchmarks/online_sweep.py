@@ -1,0 +1,121 @@
+"""Sweep the monitor's label policy (threshold x hold x smoothing) on annotated streams.
+
+The model runs once per stream; every policy is replayed over the recorded probabilities with the
+runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). Prints the
+precision / recall / delay table and draws the trade-off as a PNG.
+
+    python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from vtn_edge.model import load_model
+from vtn_edge.online import load_streams, record, replay, score
+from vtn_edge.recognizer import StreamingRecognizer
+from vtn_edge.report import format_table
+from vtn_edge.smoothing import LabelPolicy, policy_from_flags
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+HOLDS = (0.0, 0.1, 0.2, 0.3, 0.5)
+SMOOTHINGS = ("none", "ema", "mean")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("streams", type=Path, help="a folder with annotations.json (a validation seed, not a test one)")
+    parser.add_argument("--png", type=Path, help="the trade-off picture")
+    parser.add_argument("--json", type=Path, help="every policy's metrics")
+    args = parser.parse_args(argv)
+
+    model = load_model(args.model)
+    streams = load_streams(args.streams, model.manifest.labels)
+    with StreamingRecognizer(model, policy=LabelPolicy(), top_k=len(model.manifest.labels)) as rec:
+        recordings = []
+        for i, s in enumerate(streams):
+            print(f"recording {i + 1}/{len(streams)}: {s.name}", file=sys.stderr, flush=True)
+            recordings.append(record(rec, s))
+    background = model.manifest.background
+    results = []
+    for smoothing, threshold, hold in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS):
+        policy = policy_from_flags(smoothing, threshold, hold)
+        metrics = score([(r.stream, replay(r, policy, background)) for r in recordings])
+        metrics.pop("per_class")
+        results.append({"smoothing": smoothing, "threshold": threshold, "hold": hold, **metrics})
+    results.sort(key=lambda r: -(r["event_f1"] or 0))
+    rows = [
+        (r["smoothing"], r["threshold"], r["hold"], _pct(r["event_precision"]), _pct(r["event_recall"]),
+         _pct(r["event_f1"]), _pct(r["event_f1_iou50"]), _s(r["delay_p50_s"]), _s(r["delay_p90_s"]),
+         _s(r["false_per_hour"]), _pct(r["frame_acc"]), _s(r["flicker_per_min"]))
+        for r in results
+    ]  # fmt: skip
+    hours = results[0]["hours"]
+    print(f"{len(streams)} streams, {hours:.2f} h, {results[0]['events']} events; best event F1 first")
+    print(
+        format_table(
+            [
+                "smoothing",
+                "threshold",
+                "hold s",
+                "precision",
+                "recall",
+                "F1",
+                "F1@0.5",
+                "delay p50",
+                "delay p90",
+                "false/h",
+                "frame acc",
+                "flicker/min",
+            ],
+            rows,
+        )  # fmt: skip
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.png:
+        _plot(results, args.png, f"{args.model.name} on {args.streams.name}: {len(streams)} streams, {hours:.2f} h")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    markers = {"none": "o", "ema": "s", "mean": "^"}
+    for smoothing, marker in markers.items():
+        rs = [r for r in results if r["smoothing"] == smoothing and r["event_precision"] is not None]
+        kw = dict(marker=marker, label=f"smoothing {smoothing}", cmap="viridis", vmin=0, vmax=1.5, edgecolors="k")
+        sc = ax1.scatter([r["event_recall"] for r in rs], [r["event_precision"] for r in rs],
+                         c=[r["delay_p50_s"] or 0 for r in rs], **kw)  # fmt: skip
+        ax2.scatter([r["delay_p50_s"] or 0 for r in rs], [r["event_f1"] for r in rs],
+                    c=[r["delay_p50_s"] or 0 for r in rs], **kw)  # fmt: skip
+    fig.colorbar(sc, ax=ax2, label="start delay p50 (s)")
+    ax1.set_xlabel("event recall (IoU 0.3)"), ax1.set_ylabel("event precision"), ax1.legend()
+    ax2.set_xlabel("start delay p50 (s)"), ax2.set_ylabel("event F1 (IoU 0.3)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Label policies (threshold x hold x smoothing): {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

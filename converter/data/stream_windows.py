@@ -1,0 +1,124 @@
+"""Training windows cut from annotated streams, on cached per-frame features.
+
+A window's label follows what the monitor should say at its newest frame (a causal window has
+seen nothing later):
+- the newest sampled frame lies inside an action and the window holds at least
+  MIN_ACTION_FRAMES sampled frames of it: that action;
+- the newest sampled frame lies inside an action, but fewer of its frames are in the window: left
+  out (the action has barely begun; either answer is defensible);
+- the newest sampled frame is idle, but one of the END_GRACE newest sampled frames still lies in
+  an action: left out (the action has only just ended);
+- otherwise: the background class (`still`), which never raises an event.
+At stride 2 and 25-30 fps that is about 0.3 s of an action before its label is asked for, and
+about 0.2 s after its end before "no action" is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from converter.embedding_cache import window_features
+from vtn_edge.errors import DataError
+from vtn_edge.online import AnnotatedStream
+
+MIN_ACTION_FRAMES = 4
+END_GRACE = 3
+ACTION_SHARE = 0.5  # of the windows in a training epoch, this share shows an action
+
+
+@dataclass(frozen=True)
+class LabelledWindow:
+    video: int
+    start: int  # first sampled frame
+    label: int
+
+
+def segment_ids(stream: AnnotatedStream) -> np.ndarray:
+    """Per frame: the index of the annotated action it belongs to, or -1 (idle)."""
+    ids = np.full(stream.frames, -1, np.int64)
+    for k, span in enumerate(stream.truth):
+        ids[int(round(span.start * stream.fps)) : int(round(span.end * stream.fps))] = k
+    return ids
+
+
+def window_label(ids: np.ndarray, sampled: np.ndarray, actions: Sequence[int], background: int) -> int | None:
+    """The rule above, for one window whose sampled frame indices are `sampled` (oldest first);
+    `actions[k]` is the class of annotated action k."""
+    newest = ids[sampled[-1]]
+    if newest >= 0:
+        return actions[newest] if int((ids[sampled] == newest).sum()) >= MIN_ACTION_FRAMES else None
+    if (ids[sampled[-END_GRACE:]] >= 0).any():
+        return None
+    return background
+
+
+def label_windows(
+    streams: Sequence[AnnotatedStream], labels: Sequence[str], background: str, *, window: int, stride: int, step: int
+) -> list[LabelledWindow]:
+    """Every `step`-th window start of every stream that the rule labels."""
+    if background not in labels:
+        raise DataError(f"the background class {background!r} is not among the model's classes {list(labels)}")
+    index = {name: i for i, name in enumerate(labels)}
+    span = (window - 1) * stride + 1
+    out = []
+    for v, stream in enumerate(streams):
+        ids = segment_ids(stream)
+        actions = [index[s.label] for s in stream.truth]
+        for start in range(0, stream.frames - span + 1, step):
+            label = window_label(ids, np.arange(start, start + span, stride), actions, index[background])
+            if label is not None:
+                out.append(LabelledWindow(v, start, label))
+    return out
+
+
+class StreamWindows(Dataset):
+    """(features [T, C], label) of labelled stream windows. In training each epoch draws
+    `per_epoch` windows, ACTION_SHARE of them showing an action (idle time would otherwise
+    outnumber the actions several times); otherwise every window, in order."""
+
+    def __init__(
+        self,
+        features: Sequence[np.ndarray],
+        windows: Sequence[LabelledWindow],
+        background: int,
+        *,
+        window: int,
+        stride: int,
+        difference: bool,
+        train: bool,
+        per_epoch: int | None = None,
+        seed: int = 0,
+    ):
+        self.features, self.all = list(features), list(windows)
+        self.window, self.stride, self.difference, self.train = window, stride, difference, train
+        self.background, self.per_epoch, self.seed = background, per_epoch, seed
+        self.chosen = self.all
+        if train:
+            self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        if not self.train or self.per_epoch is None:
+            return
+        rng = np.random.default_rng([self.seed, epoch])
+        action = [w for w in self.all if w.label != self.background]
+        idle = [w for w in self.all if w.label == self.background]
+        n_action = min(len(action), int(self.per_epoch * ACTION_SHARE))
+        n_idle = min(len(idle), self.per_epoch - n_action)
+        picks = [action[i] for i in rng.choice(len(action), n_action, replace=False)] if n_action else []
+        picks += [idle[i] for i in rng.choice(len(idle), n_idle, replace=False)] if n_idle else []
+        self.chosen = picks
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        w = self.chosen[index]
+        views = self.features[w.video]
+        view = np.random.randint(len(views)) if self.train else 0
+        clip = window_features(views[view], w.start, window=self.window, stride=self.stride, difference=self.difference)
+        return torch.from_numpy(clip), w.label

@@ -1,0 +1,266 @@
+"""Online evaluation: the event matcher, the stream synthesiser's annotations, and the shipped
+model's events on real streams (real decoding, real OpenVINO)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vtn_edge.errors import DataError
+from vtn_edge.monitor.events import ActionEvent
+from vtn_edge.online import AnnotatedStream, Replay, Span, load_streams, match, score
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_INT8 = ROOT / "ir_models" / "mobilenetv2-rgb-int8"
+
+
+# ---------------------------------------------------------------------- the matcher
+def _stream(truth: list[Span], seconds: float = 60.0, fps: float = 25.0) -> AnnotatedStream:
+    return AnnotatedStream("s", Path("s.mp4"), fps, int(seconds * fps), tuple(truth))
+
+
+def _replay(stream: AnnotatedStream, predicted: list[Span]) -> Replay:
+    labels: list[str | None] = [None] * stream.frames
+    for p in predicted:
+        for i in range(round(p.start * stream.fps), round(p.end * stream.fps)):
+            labels[i] = p.label
+    events = [
+        ActionEvent("end", f"e{k}", "s", p.label, 0.9, 0.9, p.start, p.end, 0, 0, "label_changed")
+        for k, p in enumerate(predicted)
+    ]
+    return Replay(labels, events)
+
+
+def test_exact_hit_scores_perfectly():
+    truth = [Span("open", 10.0, 12.0), Span("close", 30.0, 31.5)]
+    stream = _stream(truth)
+    result = score([(stream, _replay(stream, truth))])
+    assert result["event_precision"] == result["event_recall"] == result["event_f1"] == 1.0
+    assert result["event_f1_iou50"] == 1.0
+    assert result["delay_p50_s"] == 0.0 and result["end_lag_p50_s"] == 0.0
+    assert result["false_per_hour"] == 0.0
+    assert result["frame_acc"] == 1.0 and result["flicker_per_min"] == 0.0
+    assert result["per_class"]["open"]["event_recall"] == 1.0
+
+
+def test_iou_just_below_the_threshold_is_a_miss_and_a_false_event():
+    truth = Span("open", 10.0, 12.0)
+    # overlap 0.62 s of a 2.0 s union: IoU 0.31, a hit; 0.58 s of 2.02 s: IoU 0.287, a miss
+    assert match([truth], [Span("open", 11.38, 12.0)]) == [(0, 0)]
+    assert match([truth], [Span("open", 11.42, 12.02)]) == []
+    stream = _stream([truth])
+    result = score([(stream, _replay(stream, [Span("open", 11.42, 12.02)]))])
+    assert result["event_recall"] == 0.0 and result["event_precision"] == 0.0
+    assert result["false_per_hour"] == pytest.approx(1 / ((60 - 2) / 3600))
+
+
+def test_wrong_label_never_matches():
+    assert match([Span("open", 10, 12)], [Span("close", 10, 12)]) == []
+
+
+def test_one_event_split_into_two_predictions_matches_once():
+    truth = [Span("fill", 10.0, 13.0)]
+    predicted = [Span("fill", 10.3, 11.8), Span("fill", 11.9, 13.2)]
+    stream = _stream(truth)
+    result = score([(stream, _replay(stream, predicted))])
+    assert result["event_recall"] == 1.0
+    assert result["event_precision"] == 0.5
+    assert result["delay_p50_s"] == pytest.approx(0.3) or result["delay_p50_s"] == pytest.approx(1.9)
+    assert result["flicker_per_min"] > 0  # the split adds label changes the annotation does not have
+
+
+def test_two_predictions_for_one_event_take_the_better_one():
+    truth = [Span("fill", 10.0, 13.0)]
+    predicted = [Span("fill", 9.0, 10.5), Span("fill", 10.2, 13.1)]
+    pairs = match(truth, predicted)
+    assert pairs == [(0, 1)]  # greedy by IoU: 0.9 beats 0.125
+
+
+def test_no_predictions_and_predictions_in_an_empty_stream():
+    stream = _stream([Span("open", 10, 12)])
+    result = score([(stream, _replay(stream, []))])
+    assert result["event_recall"] == 0.0 and result["event_precision"] is None and result["event_f1"] == 0.0
+    assert result["delay_p50_s"] is None and result["false_per_hour"] == 0.0
+
+    empty = _stream([], seconds=3600)
+    result = score([(empty, _replay(empty, [Span("open", 100, 101), Span("zoom_in", 200, 202)]))])
+    assert result["events"] == 0 and result["event_recall"] is None
+    assert result["false_per_hour"] == pytest.approx(2.0)
+    assert result["frame_acc"] == pytest.approx(1 - 3 / 3600)
+
+
+# ---------------------------------------------------------------------- the synthesiser
+synth_streams = pytest.importorskip("converter.data.streams", reason="the synthesiser is part of the converter")
+
+
+def _clean(plan):
+    """The same stream without noise, shake, lighting drift or idle-time nuisances."""
+    return replace(plan, scene=replace(plan.scene, noise=0.0, shake=0.0), nuisances=(), drift=(0.0, 30.0, 0.0))
+
+
+def test_annotated_actions_are_the_only_changes_and_fall_on_their_frames():
+    plan = _clean(synth_streams.plan_stream(seed=4, index=1, seconds=40))
+    assert 25 <= plan.fps <= 30 and len(plan.segments) >= 2
+    frames = list(synth_streams.render_stream(plan))
+    assert len(frames) == plan.frames
+    changed = [bool(np.any(a != b)) for a, b in zip(frames, frames[1:])]  # changed[i]: frame i -> i + 1
+    inside = np.zeros(plan.frames, bool)
+    for s in plan.segments:
+        inside[s.start : s.end] = True
+        # the scene before the action is not the scene after it, and the change is within [start, end)
+        assert np.any(frames[s.start - 1] != frames[s.end]), s.label
+        assert np.any(frames[s.start + 2] != frames[s.start - 1]) or s.label in ("disappear", "appear"), s.label
+        if s.label in ("appear", "disappear"):  # a step at the action's first frame
+            assert changed[s.start - 1] and not any(changed[s.start : s.end - 1])
+    # idle frames never change: no unannotated jump (the static object and the prop stay put)
+    assert not any(c for i, c in enumerate(changed) if not inside[i] and not inside[i + 1])
+
+
+def test_streams_and_annotations_are_deterministic_and_follow_the_layout(tmp_path):
+    one = synth_streams.write_streams(tmp_path / "one", streams=1, seconds=10, seed=9, progress=False)
+    two = synth_streams.write_streams(tmp_path / "two", streams=2, seconds=10, seed=9, progress=False)
+    assert (tmp_path / "one" / "stream_0000.mp4").read_bytes() == (tmp_path / "two" / "stream_0000.mp4").read_bytes()
+    db1, db2 = json.loads(one.read_text())["database"], json.loads(two.read_text())["database"]
+    assert db1["stream_0000"] == db2["stream_0000"] and len(db2) == 2
+    entry = db2["stream_0001"]
+    assert set(entry) >= {"duration", "fps", "frames", "subset", "annotations"}
+    assert entry["frames"] == round(10 * entry["fps"]) and entry["subset"] == "validation"
+    for a in entry["annotations"]:
+        assert a["label"] in synth_streams.ACTIONS and 1.2 - 1e-3 <= a["segment"][1] - a["segment"][0] <= 3.0 + 1e-3
+    streams = load_streams(tmp_path / "two", synth_streams.CORE_CLASSES)  # the evaluator reads it back
+    assert [s.frames for s in streams] == [db2[n]["frames"] for n in sorted(db2)]
+
+
+def test_synth_streams_bad_options_are_clear_errors(tmp_path):
+    for args, message in (
+        (["--streams", "0"], "--streams must be >= 1"),
+        (["--streams", "2", "--stream-seconds", "3"], "--stream-seconds must be >= 10"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "converter", "dataset", "synth", "--out", str(tmp_path / "x"), *args],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2 and message in out.stderr
+
+
+# ---------------------------------------------------------------------- bad input
+def _write_annotations(root: Path, database: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "annotations.json").write_text(json.dumps({"labels": ["open", "still"], "database": database}))
+
+
+@pytest.fixture(scope="module")
+def tiny_stream(tmp_path_factory) -> Path:
+    """One real 10-second stream and its annotation."""
+    root = tmp_path_factory.mktemp("tiny_stream")
+    synth_streams.write_streams(root, streams=1, seconds=10, seed=21, progress=False)
+    return root
+
+
+def test_bad_stream_folders_name_the_file_and_what_was_expected(tmp_path, tiny_stream):
+    labels = synth_streams.CORE_CLASSES
+    with pytest.raises(DataError, match="is not a folder"):
+        load_streams(tmp_path / "missing", labels)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no annotations.json"):
+        load_streams(tmp_path / "empty", labels)
+    _write_annotations(tmp_path / "none", {})
+    with pytest.raises(DataError, match="lists no videos"):
+        load_streams(tmp_path / "none", labels)
+    entry = json.loads((tiny_stream / "annotations.json").read_text())["database"]["stream_0000"]
+    video = (tiny_stream / "stream_0000.mp4").read_bytes()
+    cases = {
+        "unknown": ({**entry, "annotations": [{"label": "juggle", "segment": [1, 2]}]}, "juggle, which the model"),
+        "frames": ({**entry, "frames": entry["frames"] + 5}, f"has {entry['frames']} frames"),
+        "fps": ({**entry, "fps": 12}, "but .*annotations.json says"),
+        "layout": ({"fps": 25}, "needs 'fps', 'frames' and 'annotations'"),
+    }
+    for name, (bad, message) in cases.items():
+        _write_annotations(tmp_path / name, {"stream_0000": bad})
+        (tmp_path / name / "stream_0000.mp4").write_bytes(video)
+        with pytest.raises(DataError, match=message):
+            load_streams(tmp_path / name, labels)
+    _write_annotations(tmp_path / "novideo", {"stream_0000": entry})
+    with pytest.raises(DataError, match="has no stream_0000.mp4"):
+        load_streams(tmp_path / "novideo", labels)
+
+
+# ---------------------------------------------------------------------- training windows
+def test_window_labels_follow_the_newest_frame_with_enough_of_the_action():
+    pytest.importorskip("torch")
+    from converter.data.stream_windows import END_GRACE, MIN_ACTION_FRAMES, label_windows, window_label
+
+    ids = np.full(200, -1)
+    ids[100:150] = 0  # one action, frames 100..149
+    actions, background = [7], 14
+    window = lambda newest: np.arange(newest - 30, newest + 1, 2)  # noqa: E731 - 16 frames at stride 2
+    assert window_label(ids, window(90), actions, background) == background  # all idle
+    assert window_label(ids, window(100 + 2 * (MIN_ACTION_FRAMES - 2)), actions, background) is None  # barely begun
+    assert window_label(ids, window(100 + 2 * (MIN_ACTION_FRAMES - 1)), actions, background) == 7
+    assert window_label(ids, window(149), actions, background) == 7
+    assert window_label(ids, window(149 + 2 * (END_GRACE - 1)), actions, background) is None  # just ended
+    assert window_label(ids, window(149 + 2 * END_GRACE + 1), actions, background) == background
+    ids[150:170] = 1  # a second action straight after the first: the window is the new one's once it shows
+    assert window_label(ids, window(152), [7, 3], background) is None
+    assert window_label(ids, window(156), [7, 3], background) == 3
+
+    stream = AnnotatedStream("s", Path("s.mp4"), 25.0, 200, (Span("open", 4.0, 6.0),))
+    windows = label_windows([stream], ("open", "still"), "still", window=16, stride=2, step=1)
+    assert {w.label for w in windows} == {0, 1} and all(w.start + 30 < 200 for w in windows)
+    with pytest.raises(DataError, match="background class 'none'"):
+        label_windows([stream], ("open", "still"), "none", window=16, stride=2, step=1)
+
+
+# ---------------------------------------------------------------------- the shipped model on streams
+def test_replayed_policy_gives_the_labels_the_recognizer_gives_with_that_policy(tiny_stream):
+    from vtn_edge.online import record, replay
+    from vtn_edge.recognizer import StreamingRecognizer
+    from vtn_edge.smoothing import LabelPolicy
+
+    stream = load_streams(tiny_stream, synth_streams.CORE_CLASSES)[0]
+    policy = LabelPolicy(smoothing="ema", threshold=0.6, hold_seconds=0.2)
+    with StreamingRecognizer(SHIPPED_INT8, policy=LabelPolicy(), top_k=15) as rec:
+        background = rec.manifest.background
+        replayed = replay(record(rec, stream), policy, background)
+    with StreamingRecognizer(SHIPPED_INT8, policy=policy) as rec:
+        live = []
+        for p in rec.run(stream.path):
+            live.append(p.label if p.window_full and p.label not in background else None)
+    assert live == replayed.frame_labels
+    assert background == ("still",)
+
+
+def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "vtn_edge", "evaluate", str(SHIPPED_INT8), "--online", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "has no annotations.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_stream, tmp_path):
+    pytest.importorskip("torch")
+    from converter.checkpoints import read_config
+    from converter.train import TrainError, TrainOptions, train
+
+    shipped = ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"
+    opts = TrainOptions(
+        arch="mobilenetv2", data=str(tiny_stream), val=str(tiny_stream), out=str(tmp_path / "run"),
+        freeze_encoder=True, init_checkpoint=str(shipped), epochs=1, batch_size=8, max_steps=3, workers=0,
+    )  # fmt: skip
+    with pytest.raises(TrainError, match="add --freeze-encoder"):
+        train(replace(opts, freeze_encoder=False))
+    with pytest.raises(TrainError, match="--val must too"):
+        train(replace(opts, val=str(tmp_path)))
+    run = train(opts)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # the classifier carried over (same classes): the first epoch already labels most windows right
+    assert metrics[0]["val_acc"] > 0.5
+    assert read_config(run / "best.safetensors").labels == synth_streams.CORE_CLASSES

@@ -1,0 +1,345 @@
+"""Online evaluation: how the monitor's events on a never-ending stream compare with annotations.
+
+Each annotated video is streamed frame by frame through `StreamingRecognizer` (timestamps from
+frame index and fps) and the raw decoder probabilities are recorded once. A label policy is then
+replayed over them with the runtime's own `LabelStabilizer` and the monitor's own `EventTracker`,
+so a sweep over policies costs one pass of the model, and the events are the ones the monitor
+would publish.
+
+Matching (ActivityNet-style): a predicted event matches an annotated one of the same label when
+their temporal IoU is at least 0.3, one-to-one, greedily by IoU. Metrics: event precision,
+recall and F1 (IoU 0.3; F1 at 0.5 too), start delay and end lag over matched events, false
+events per hour of idle time, per-frame accuracy (idle = no label) and flicker (label changes
+per minute beyond those the annotation has).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vtn_edge.errors import DataError
+from vtn_edge.monitor.events import SOURCE_ENDED, ActionEvent, EventTracker
+from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
+from vtn_edge.types import Prediction
+
+ANNOTATIONS = "annotations.json"
+IOU = 0.3
+IOU_STRICT = 0.5
+
+
+@dataclass(frozen=True)
+class Span:
+    label: str
+    start: float  # seconds
+    end: float
+
+
+@dataclass(frozen=True)
+class AnnotatedStream:
+    name: str
+    path: Path
+    fps: float
+    frames: int
+    truth: tuple[Span, ...]
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps
+
+    def frame_labels(self) -> list[str | None]:
+        labels: list[str | None] = [None] * self.frames
+        for s in self.truth:
+            for i in range(int(round(s.start * self.fps)), min(int(round(s.end * self.fps)), self.frames)):
+                labels[i] = s.label
+        return labels
+
+
+def is_stream_folder(path: str | Path) -> bool:
+    return (Path(path) / ANNOTATIONS).is_file()
+
+
+def stream_labels(root: str | Path) -> tuple[tuple[str, ...], str]:
+    """(classes, background class) that an annotations.json declares for training."""
+    path = Path(root) / ANNOTATIONS
+    try:
+        data = json.loads(path.read_text())
+        labels, background = tuple(data["labels"]), data.get("background", "still")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} needs 'labels' (the classes, background included) to train on: {exc}") from None
+    if background not in labels:
+        raise DataError(f"{path}: the background class {background!r} is not in its 'labels'")
+    return labels, background
+
+
+def load_streams(root: str | Path, known_labels: Sequence[str]) -> list[AnnotatedStream]:
+    """Read `root/annotations.json` (ActivityNet layout with fps and frames per video) and check
+    it against the videos beside it and the model's classes."""
+    root = Path(root)
+    path = root / ANNOTATIONS
+    if not root.is_dir():
+        raise DataError(f"--online {root} is not a folder (expected streams and {ANNOTATIONS})")
+    if not path.is_file():
+        raise DataError(f"{root} has no {ANNOTATIONS} (write one with `converter dataset synth --streams N`)")
+    try:
+        database = json.loads(path.read_text())["database"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not an ActivityNet-style annotation with a 'database': {exc}") from None
+    if not database:
+        raise DataError(f"{path} lists no videos")
+    streams = []
+    for name, entry in sorted(database.items()):
+        streams.append(_stream(root, path, name, entry, set(known_labels)))
+    return streams
+
+
+def _stream(root: Path, path: Path, name: str, entry: dict, known: set[str]) -> AnnotatedStream:
+    try:
+        fps, frames = float(entry["fps"]), int(entry["frames"])
+        truth = tuple(Span(a["label"], float(a["segment"][0]), float(a["segment"][1])) for a in entry["annotations"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"{path}: video {name} needs 'fps', 'frames' and 'annotations' [{{label, segment: [start, end]}}]: {exc}"
+        ) from None
+    unknown = sorted({s.label for s in truth} - known)
+    if unknown:
+        raise DataError(f"{path}: video {name} is annotated with {', '.join(unknown)}, which the model does not know")
+    videos = [p for p in root.glob(f"{name}.*") if p.suffix != ".json"]
+    if not videos:
+        raise DataError(f"{path} names video {name}, but {root} has no {name}.mp4 (or other video file)")
+    capture = cv2.VideoCapture(str(videos[0]))
+    real_fps, real_frames = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    if abs(real_fps - fps) > 0.01 or real_frames != frames:
+        raise DataError(
+            f"{videos[0]} has {real_frames} frames at {real_fps:g} fps, but {path} says {frames} at {fps:g}"
+        )
+    return AnnotatedStream(name, videos[0], fps, frames, truth)
+
+
+# ---------------------------------------------------------------------- recording and replaying
+@dataclass
+class Recording:
+    """What the model said for every frame of one stream, before any label policy."""
+
+    stream: AnnotatedStream
+    labels: tuple[str, ...]
+    probs: np.ndarray  # [frames, classes]: the newest decoder result each frame carries
+    window_full: np.ndarray  # [frames] bool
+    fresh: np.ndarray  # [frames] bool: a new decoder result arrived with this frame
+
+
+def record(recognizer, stream: AnnotatedStream) -> Recording:
+    """Stream one video through a StreamingRecognizer built with no policy and top_k = all classes."""
+    from vtn_edge.sources import open_source
+
+    labels = tuple(recognizer.labels)
+    column = {name: i for i, name in enumerate(labels)}
+    probs = np.zeros((stream.frames, len(labels)), np.float64)  # exactly what the stabiliser would get
+    full = np.zeros(stream.frames, bool)
+    count = 0
+
+    def keep(predictions: list[Prediction]) -> None:
+        for p in predictions:
+            if p.frame_index < stream.frames:
+                full[p.frame_index] = p.window_full
+                for name, score in p.top_k:
+                    probs[p.frame_index, column[name]] = score
+
+    recognizer.reset()
+    with open_source(stream.path) as source:
+        for index, frame, _ in source.frames(recognizer.needs_pixels):
+            keep(recognizer.push(frame, timestamp=index / stream.fps))
+            count += 1
+    keep(recognizer.flush())
+    if count != stream.frames:
+        raise DataError(f"{stream.path} decoded to {count} frames, but its annotation says {stream.frames}")
+    fresh = full & (np.arange(stream.frames) % recognizer.stride == 0)
+    return Recording(stream, labels, probs, full, fresh)
+
+
+@dataclass
+class Replay:
+    """A label policy played over a recording: per-frame labels and the events the monitor emits."""
+
+    frame_labels: list[str | None]
+    events: list[ActionEvent]  # the "end" events (start and end times filled in)
+
+
+def replay(rec: Recording, policy: LabelPolicy, background: Sequence[str]) -> Replay:
+    stabilizer = LabelStabilizer(policy)
+    ended: list[ActionEvent] = []
+    tracker = EventTracker(
+        rec.stream.name, lambda e: ended.append(e) if e.event == "end" else None, host="", ignore=background
+    )
+    fps, labels = rec.stream.fps, rec.labels
+    label, score = None, 0.0
+    frame_labels: list[str | None] = []
+    for i in range(rec.stream.frames):
+        if rec.fresh[i]:
+            index, score, _ = stabilizer.update(rec.probs[i], i / fps)
+            label = None if index is None else labels[index]
+        p = Prediction(
+            stream=0, frame_index=i, timestamp=i / fps, label=label, score=score, top_k=(),
+            window_full=bool(rec.window_full[i]), latency_ms=0.0,
+        )  # fmt: skip
+        tracker.update(p)
+        frame_labels.append(tracker.current.label if tracker.current is not None else None)
+    tracker.close(SOURCE_ENDED, when=rec.stream.frames / fps)
+    return Replay(frame_labels, ended)
+
+
+# ---------------------------------------------------------------------- matching and metrics
+def iou(a: Span, b: Span) -> float:
+    inter = max(0.0, min(a.end, b.end) - max(a.start, b.start))
+    union = max(a.end, b.end) - min(a.start, b.start)
+    return inter / union if union > 0 else 0.0
+
+
+def match(truth: Sequence[Span], predicted: Sequence[Span], threshold: float = IOU) -> list[tuple[int, int]]:
+    """(truth index, predicted index) pairs: same label, IoU >= threshold, one-to-one, greedy by IoU."""
+    candidates = sorted(
+        ((iou(t, p), i, j) for i, t in enumerate(truth) for j, p in enumerate(predicted) if t.label == p.label),
+        key=lambda c: -c[0],
+    )
+    used_t, used_p, pairs = set(), set(), []
+    for value, i, j in candidates:
+        if value >= threshold and i not in used_t and j not in used_p:
+            used_t.add(i)
+            used_p.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+@dataclass
+class _Tally:
+    truth: int = 0
+    predicted: int = 0
+    matched: int = 0
+    matched_strict: int = 0
+    delays: list[float] = field(default_factory=list)
+    end_lags: list[float] = field(default_factory=list)
+
+    def scores(self) -> dict[str, float | int | None]:
+        """None where a ratio has nothing to count (no events, or no predictions)."""
+        precision, recall = _ratio(self.matched, self.predicted), _ratio(self.matched, self.truth)
+        strict_p, strict_r = _ratio(self.matched_strict, self.predicted), _ratio(self.matched_strict, self.truth)
+        return {
+            "event_precision": precision,
+            "event_recall": recall,
+            "event_f1": _f1(precision, recall),
+            "event_f1_iou50": _f1(strict_p, strict_r),
+            "delay_p50_s": _quantile(self.delays, 0.5),
+            "delay_p90_s": _quantile(self.delays, 0.9),
+            "end_lag_p50_s": _quantile(self.end_lags, 0.5),
+            "events": self.truth,
+            "predicted": self.predicted,
+        }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _f1(p: float | None, r: float | None) -> float | None:
+    """F1 of precision and recall; a missing one counts as 0 when the other exists."""
+    if p is None and r is None:
+        return None
+    p, r = p or 0.0, r or 0.0
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    return float(np.quantile(values, q)) if values else None
+
+
+def event_spans(events: Sequence[ActionEvent]) -> list[Span]:
+    return [Span(e.label, e.start_time, e.end_time) for e in events]
+
+
+def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
+    """The metrics over all streams, overall and per class (JSON keys as documented)."""
+    overall, per_class = _Tally(), {}
+    idle_s = total_s = 0.0
+    frames = correct = flicker = false_events = 0
+    for stream, rep in streams:
+        predicted = event_spans(rep.events)
+        pairs, strict = match(stream.truth, predicted), match(stream.truth, predicted, IOU_STRICT)
+        for tally_of in (lambda _: overall, lambda label: per_class.setdefault(label, _Tally())):
+            for t in stream.truth:
+                tally_of(t.label).truth += 1
+            for p in predicted:
+                tally_of(p.label).predicted += 1
+            for i, j in pairs:
+                tally = tally_of(stream.truth[i].label)
+                tally.matched += 1
+                tally.delays.append(predicted[j].start - stream.truth[i].start)
+                tally.end_lags.append(predicted[j].end - stream.truth[i].end)
+            for i, _ in strict:
+                tally_of(stream.truth[i].label).matched_strict += 1
+        false_events += len(predicted) - len(pairs)
+        total_s += stream.duration
+        idle_s += stream.duration - sum(t.end - t.start for t in stream.truth)
+        truth_labels = stream.frame_labels()
+        frames += stream.frames
+        correct += sum(a == b for a, b in zip(truth_labels, rep.frame_labels))
+        flicker += max(0, _changes(rep.frame_labels) - _changes(truth_labels))
+    result = overall.scores()
+    result.update(
+        false_per_hour=false_events / (idle_s / 3600) if idle_s > 0 else None,
+        frame_acc=correct / frames if frames else None,
+        flicker_per_min=flicker / (total_s / 60) if total_s else None,
+        streams=len(streams),
+        hours=total_s / 3600,
+        per_class={label: per_class[label].scores() for label in sorted(per_class)},
+    )
+    return result
+
+
+def _changes(labels: Sequence[str | None]) -> int:
+    return sum(a != b for a, b in zip(labels, labels[1:]))
+
+
+def evaluate_online(
+    recognizer, streams: Sequence[AnnotatedStream], policy: LabelPolicy, background: Sequence[str],
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict, list[Recording], list[Replay]]:  # fmt: skip
+    recordings, replays = [], []
+    for i, stream in enumerate(streams):
+        if progress is not None:
+            progress(f"stream {i + 1}/{len(streams)}: {stream.name} ({stream.duration:.0f} s)")
+        recordings.append(record(recognizer, stream))
+        replays.append(replay(recordings[-1], policy, background))
+    return score(list(zip(streams, replays))), recordings, replays
+
+
+def online_table(result: dict) -> str:
+    """The overall metrics and a per-class table, as Markdown."""
+    from vtn_edge.report import format_table
+
+    def fmt(value: float | None, percent: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{100 * value:.1f}" if percent else f"{value:.2f}"
+
+    r = result
+    head = format_table(
+        ["streams", "hours", "events", "precision", "recall", "F1", "F1@0.5", "delay p50/p90 s", "end lag p50 s",
+         "false/h idle", "frame acc", "flicker/min"],
+        [(r["streams"], f"{r['hours']:.2f}", r["events"], fmt(r["event_precision"], True),
+          fmt(r["event_recall"], True), fmt(r["event_f1"], True), fmt(r["event_f1_iou50"], True),
+          f"{fmt(r['delay_p50_s'])} / {fmt(r['delay_p90_s'])}", fmt(r["end_lag_p50_s"]), fmt(r["false_per_hour"]),
+          fmt(r["frame_acc"], True), fmt(r["flicker_per_min"]))],
+    )  # fmt: skip
+    rows = [
+        (label, c["events"], c["predicted"], fmt(c["event_precision"], True), fmt(c["event_recall"], True),
+         fmt(c["event_f1"], True), fmt(c["delay_p50_s"]))
+        for label, c in r["per_class"].items()
+    ]  # fmt: skip
+    classes = format_table(["class", "events", "predicted", "precision", "recall", "F1", "delay p50 s"], rows)
+    return f"{head}\n\n{classes}"
