@@ -36,6 +36,7 @@ from converter.data.synth import (
     _polygon,
     _visible,
     draw_spec,
+    render_jobs,
     write_video,
 )
 
@@ -320,23 +321,10 @@ def write_streams(
         raise ConfigError(f"--stream-seconds must be >= 10 (an action plus idle time around it), got {seconds}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     plans = [plan_stream(seed, k, seconds) for k in range(streams)]
     jobs = [(out / f"{p.name}.mp4", p) for p in plans]
-    bar = tqdm(total=len(jobs), desc="streams", disable=not progress, unit="stream")
-    if workers == 1:
-        for job in jobs:
-            _write_stream(job)
-            bar.update()
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_stream, jobs):
-                bar.update()
-    bar.close()
+    render_jobs(_write_stream, jobs, workers=workers, desc="streams", unit="stream", progress=progress)
     annotations = {
         "version": "vtn-edge streams 1",
         "labels": list(CORE_CLASSES),

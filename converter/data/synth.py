@@ -328,8 +328,6 @@ def write_dataset(
         unknown = sorted(set(names) - set(known))
         if unknown:
             raise ConfigError(f"{what} {', '.join(unknown)}: not a class here; choose from {', '.join(known)}")
-    from tqdm import tqdm
-
     jobs, roots = [], []
     for split in splits:
         names = tuple(c for c in SPLITS[split] if classes is None or c in classes)
@@ -344,16 +342,23 @@ def write_dataset(
             for label, k, spec, render_seed in synth_clips(split, clips_per_class, seed, names, class_clips)
         ]
         roots.append(root)
-    bar = tqdm(total=len(jobs), desc="synth", disable=not progress, unit="clip")
+    render_jobs(_write_clip, jobs, workers=workers, desc="synth", unit="clip", progress=progress)
+    return roots
+
+
+def render_jobs(write, jobs: list, *, workers: int, desc: str, unit: str, progress: bool) -> None:
+    """Run `write(job)` for every job, in `workers` processes (spawned), with a progress bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit=unit)
     if workers == 1:
         for job in jobs:
-            _write_clip(job)
+            write(job)
             bar.update()
     else:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_clip, jobs, chunksize=4):
+            for _ in pool.imap_unordered(write, jobs, chunksize=4 if unit == "clip" else 1):
                 bar.update()
     bar.close()
-    return roots
