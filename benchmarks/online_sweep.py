@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from vtn_edge.errors import VtnEdgeError
 from vtn_edge.model import load_model
 from vtn_edge.online import load_streams, record, replay, score
 from vtn_edge.recognizer import StreamingRecognizer
@@ -32,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("streams", type=Path, help="a folder with annotations.json (a validation seed, not a test one)")
     parser.add_argument("--png", type=Path, help="the trade-off picture")
     parser.add_argument("--json", type=Path, help="every policy's metrics")
+    parser.add_argument(
+        "--policy", action="append", type=_policy, metavar="SMOOTHING,THRESHOLD,HOLD",
+        help="replay only these policies (repeatable), e.g. to compare two on a held-out seed: mean,0.5,0.5",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    grid = args.policy or list(itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
 
     model = load_model(args.model)
     streams = load_streams(args.streams, model.manifest.labels)
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             recordings.append(record(rec, s))
     background = model.manifest.background
     results = []
-    for smoothing, threshold, hold in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS):
+    for smoothing, threshold, hold in grid:
         policy = policy_from_flags(smoothing, threshold, hold)
         metrics = score([(r.stream, replay(r, policy, background)) for r in recordings])
         metrics.pop("per_class")
@@ -81,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         _plot(results, args.png, f"{args.model.name} on {args.streams.name}: {len(streams)} streams, {hours:.2f} h")
     return 0
+
+
+def _policy(text: str) -> tuple[str, float, float]:
+    try:
+        smoothing, threshold, hold = text.split(",")
+        policy_from_flags(smoothing, float(threshold), float(hold))  # checks the values
+        return smoothing, float(threshold), float(hold)
+    except (ValueError, VtnEdgeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SMOOTHING,THRESHOLD,HOLD like mean,0.5,0.5 ({exc})"
+        ) from None
 
 
 def _pct(value: float | None) -> str:

@@ -2,7 +2,7 @@
 
 The monitor runs as a user runs it (a subprocess), on the shipped default INT8 model. With
 `--threshold 0 --hold 0` every full window has a label, so events are certain whatever the
-footage shows.
+footage shows (except background labels, which never raise one).
 """
 
 from __future__ import annotations
@@ -159,9 +159,11 @@ def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosq
     finally:
         code, seconds = mon.terminate()
     assert code == 0 and seconds < 5, mon.log()
-    events = mon.events()  # SIGTERM closed the open event: the file is complete and valid
+    events = mon.events()  # SIGTERM closed any open event: the file is complete and valid
     assert_complete(events)
-    assert events[-1]["event"] == "end" and events[-1]["reason"] == "shutdown"
+    # the last event ends at shutdown, or earlier where the footage had turned to background by then
+    assert events[-1]["event"] == "end" and events[-1]["reason"] in ("shutdown", "label_changed")
+    assert not {e["label"] for e in events} & {"still", "none"}  # background never raises an event
     assert {e["source"] for e in events} == {"cam0"} and all(e["host"] for e in events)
 
     deadline = time.monotonic() + 5

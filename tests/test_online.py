@@ -237,6 +237,19 @@ def test_replayed_policy_gives_the_labels_the_recognizer_gives_with_that_policy(
     assert background == ("still",)
 
 
+def test_one_recognizer_records_stream_after_stream_as_if_each_were_the_first(tiny_stream):
+    from vtn_edge.online import record
+    from vtn_edge.recognizer import StreamingRecognizer
+    from vtn_edge.smoothing import LabelPolicy
+
+    stream = load_streams(tiny_stream, synth_streams.CORE_CLASSES)[0]
+    with StreamingRecognizer(SHIPPED_INT8, policy=LabelPolicy(), top_k=15) as rec:
+        first, again = record(rec, stream), record(rec, stream)  # frame indices go on across streams
+    assert first.window_full.sum() == stream.frames - 30 and (first.probs.sum(1)[first.window_full] > 0.99).all()
+    np.testing.assert_allclose(again.probs, first.probs, atol=1e-6)
+    assert (again.window_full == first.window_full).all()
+
+
 def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "vtn_edge", "evaluate", str(SHIPPED_INT8), "--online", str(tmp_path)],
@@ -264,3 +277,23 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
     # the classifier carried over (same classes): the first epoch already labels most windows right
     assert metrics[0]["val_acc"] > 0.5
     assert read_config(run / "best.safetensors").labels == synth_streams.CORE_CLASSES
+
+
+def test_the_shipped_model_on_fresh_streams_end_to_end(tmp_path):
+    """`vtn_edge evaluate --online` as a user runs it: the shipped INT8 IR, the monitor's default
+    policy, real decoding and OpenVINO, on streams of a seed no training or tuning used. The bounds
+    hold the held-out figures in the README (seed 102: F1 49%, start delay p50 0.67 s, frame
+    accuracy 87%) with room for three short streams; the issue's targets are not met yet."""
+    streams = tmp_path / "streams"
+    synth_streams.write_streams(streams, streams=3, seconds=40, seed=9090, progress=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "vtn_edge", "evaluate", str(SHIPPED_INT8), "--online", str(streams), "--json",
+         "--timeline-png", str(tmp_path / "timelines")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["streams"] == 3 and result["events"] >= 8 and abs(result["hours"] - 3 * 40 / 3600) < 1e-6
+    assert result["event_f1"] >= 0.2 and result["delay_p50_s"] <= 1.2, result
+    assert result["frame_acc"] >= 0.75 and result["false_per_hour"] is not None, result
+    assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == [f"stream_000{k}.png" for k in range(3)]

@@ -142,14 +142,18 @@ def record(recognizer, stream: AnnotatedStream) -> Recording:
     column = {name: i for i, name in enumerate(labels)}
     probs = np.zeros((stream.frames, len(labels)), np.float64)  # exactly what the stabiliser would get
     full = np.zeros(stream.frames, bool)
-    count = 0
+    count, received = 0, 0
 
     def keep(predictions: list[Prediction]) -> None:
+        # one prediction per pushed frame, in order; the recognizer's frame indices go on across
+        # reset(), so the stream's own frame number is the prediction's position
+        nonlocal received
         for p in predictions:
-            if p.frame_index < stream.frames:
-                full[p.frame_index] = p.window_full
+            if received < stream.frames:
+                full[received] = p.window_full
                 for name, score in p.top_k:
-                    probs[p.frame_index, column[name]] = score
+                    probs[received, column[name]] = score
+            received += 1
 
     recognizer.reset()
     with open_source(stream.path) as source:
