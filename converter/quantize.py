@@ -27,19 +27,30 @@ def _settings(transformer: bool) -> dict:
         if transformer
         else {"fast_bias_correction": False, "ignored_scope": depthwise}
     )
-    # 7-bit weight ranges everywhere (NNCF's default does it for the first layer only): CPUs without
-    # VNNI (AVX2, e.g. AMD EPYC Zen 1 and older low-power Intel parts) multiply int8 in pairs into
-    # saturating int16. Without it the default MobileNetV2-VTN's INT8 embeddings fell to cosine
-    # 0.45 (min) / 0.955 (mean) against torch on a Zen 1; with it 0.93 / 0.990.
-    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
-    return {"preset": nncf.QuantizationPreset.MIXED, "advanced_parameters": advanced, **kwargs}
+    return {"preset": nncf.QuantizationPreset.MIXED, **kwargs}
+
+
+def _advanced():
+    """7-bit weight ranges everywhere (NNCF's default does it for the first layer only): CPUs without
+    VNNI (AVX2, e.g. AMD EPYC Zen 1 and older low-power Intel parts) multiply int8 in pairs into
+    saturating int16. Without it the default MobileNetV2-VTN's INT8 embeddings fell to cosine 0.45
+    (min) / 0.955 (mean) against torch on a Zen 1; with it 0.93 / 0.990."""
+    import nncf
+
+    return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
 
 
 def quantize(model: ov.Model, samples: Sequence[object], *, transformer: bool = False) -> ov.Model:
     """Quantise `model` on `samples` (each one model input: an array or a tuple of arrays)."""
     import nncf
 
-    return nncf.quantize(model, nncf.Dataset(list(samples)), subset_size=len(samples), **_settings(transformer))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(samples)),
+        subset_size=len(samples),
+        advanced_parameters=_advanced(),
+        **_settings(transformer),
+    )
 
 
 def quantize_with_accuracy_control(
@@ -63,6 +74,7 @@ def quantize_with_accuracy_control(
         max_drop=max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(samples),
+        advanced_quantization_parameters=_advanced(),
         **_settings(transformer),
     )
 

@@ -204,7 +204,7 @@ def test_interrupted_build_leaves_no_model_directory(tmp_path, trained_checkpoin
             break
     time.sleep(1.0)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)  # keep reading: a child blocked on a full pipe would never exit
     assert proc.returncode != 0
     assert not out.exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
