@@ -39,6 +39,7 @@ from converter.data.synth import (
     render_jobs,
     write_video,
 )
+from vtn_edge.online import ANNOTATIONS
 
 STREAM_FPS = (25, 30)  # drawn from [min, max] per stream
 ACTION_SECONDS = (1.2, 3.0)
@@ -47,7 +48,6 @@ IDLE_SECONDS = (2.0, 20.0)
 BACK_TO_BACK = 0.15  # chance that an action follows the previous one with no idle gap
 BACKGROUND = "still"  # the benchmark's class for "no action"; never annotated as an event
 ACTIONS = tuple(c for c in CORE_CLASSES if c != BACKGROUND)
-ANNOTATIONS = "annotations.json"
 
 # prop kind -> (its idle renderer, the class that moves its state 0 -> 1, the one that moves 1 -> 0)
 KINDS = {
