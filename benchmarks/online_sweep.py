@@ -22,7 +22,7 @@ from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
 from vtn_edge.smoothing import LabelPolicy, policy_from_flags
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HOLDS = (0.0, 0.1, 0.2, 0.3, 0.5)
 SMOOTHINGS = ("none", "ema", "mean")
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
-from tqdm import tqdm
 
 import converter
 from converter.calibration import clips_from_path, labelled_clips, synthetic_clips
@@ -24,6 +23,7 @@ from converter.checkpoints import load_any, read_config, sha256_file
 from converter.config import VTNConfig
 from converter.export import INTERFACES, export_onnx, save_ir, to_openvino
 from converter.models.vtn import VTN, build_vtn
+from converter.progress import progress
 from converter.quantize import quantize, quantize_with_accuracy_control
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
@@ -113,8 +113,26 @@ class Verification:
     )
 
 
-def _step(n: int, text: str) -> None:
-    print(f"[{n}/6] {text}", flush=True)
+class _Steps:
+    """Prints each step as it starts; `summary()` gives every step's seconds for the final line."""
+
+    NAMES = ("load", "export", "convert", "calibrate", "verify", "write")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.starts: list[float] = []
+
+    def __call__(self, n: int, text: str) -> None:
+        self.starts.append(time.perf_counter())
+        print(f"[{n}/{len(self.NAMES)}] {text}", flush=True)
+
+    def seconds(self) -> dict[str, float]:
+        ends = self.starts[1:] + [time.perf_counter()]
+        return {name: round(e - s, 1) for name, s, e in zip(self.NAMES, self.starts, ends)}
+
+    def summary(self) -> str:
+        total = time.perf_counter() - self.started
+        return f"{total:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds().items()) + ")"
 
 
 def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
@@ -196,7 +214,7 @@ def verify(
     ref_emb, ref_logits = torch_reference(model, clips)
     cosines, diffs, agree = [], [], []
     dec_request = dec.create_infer_request()
-    for i, clip in enumerate(tqdm(clips, desc="verify", unit="clip", leave=False)):
+    for i, clip in enumerate(progress(clips, desc="verify", unit="clip", leave=False)):
         emb = ir_embeddings(enc, clip, manifest)
         ref = ref_emb[i]
         cosines += list((emb * ref).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12))
@@ -256,9 +274,8 @@ def build(opts: BuildOptions) -> Path:
     out = opts.output_dir()
     if out.exists() and not opts.force:
         raise BuildError(f"{out} already exists; pass --force to replace it or --out to choose another directory")
-    started = time.perf_counter()
-
-    _step(1, f"loading the {opts.arch} {opts.modality} model")
+    step = _Steps()
+    step(1, f"loading the {opts.arch} {opts.modality} model")
     model, trained, sha = load_model(opts)
     config = model.config
     pre = config.preprocessing
@@ -279,16 +296,16 @@ def build(opts: BuildOptions) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)
     try:
-        _step(2, "exporting encoder and decoder to ONNX")
+        step(2, "exporting encoder and decoder to ONNX")
         enc_onnx, dec_onnx = export_onnx(model, work, interface=opts.interface)
         model.eval()  # the exporter restores each module's own mode; keep dropout off for verification
-        _step(3, "converting to OpenVINO IR with preprocessing in the graph")
+        step(3, "converting to OpenVINO IR with preprocessing in the graph")
         encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
 
         window, stride = config.window, config.stride
         accuracy = None
         if opts.precision == "int8":
-            _step(4, "collecting calibration clips")
+            step(4, "calibrating and quantising")
             if opts.calibration is not None:
                 calib = clips_from_path(
                     opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
@@ -307,9 +324,9 @@ def build(opts: BuildOptions) -> Path:
                 )
                 accuracy["data"] = str(opts.validation)
         else:
-            _step(4, f"{opts.precision}: no calibration needed")
+            step(4, f"{opts.precision}: no calibration needed")
 
-        _step(5, "verifying the IR against torch on held-out clips")
+        step(5, "verifying the IR against torch on held-out clips")
         if opts.validation is not None:
             held_out = clips_from_path(
                 opts.validation, pre, window=window, stride=stride, max_clips=opts.verify_clips, min_clips=1
@@ -330,9 +347,12 @@ def build(opts: BuildOptions) -> Path:
                 + table
             )
 
-        _step(6, f"writing {out}")
-        seconds = round(time.perf_counter() - started, 1)
-        verification = {**_as_dict(result), "build_seconds": seconds}
+        step(6, f"writing {out}")
+        verification = {
+            **_as_dict(result),
+            "build_seconds": round(time.perf_counter() - step.started, 1),
+            "step_seconds": step.seconds(),
+        }
         if accuracy is not None:
             verification["accuracy_control"] = accuracy
         manifest = replace(manifest, verification=verification)
@@ -344,7 +364,7 @@ def build(opts: BuildOptions) -> Path:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    print(f"done in {time.perf_counter() - started:.1f} s: {out}" + ("" if trained else "  (UNTRAINED)"))
+    print(f"done in {step.summary()}: {out}" + ("" if trained else "  (UNTRAINED)"))
     return out
 
 
@@ -360,7 +380,7 @@ def _calibration_samples(
     frames = frames[:: max(1, len(frames) // 800)][:800]
     windows = [
         ir_embeddings(float_encoder, clip, manifest)[None]
-        for clip in tqdm(calib, desc="embedding windows", unit="clip", leave=False)
+        for clip in progress(calib, desc="embedding windows", unit="clip", leave=False)
     ]
     return frames, windows
 

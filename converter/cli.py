@@ -34,6 +34,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from converter.build import BuildOptions, build
 
+    if args.precision == "int8":
+        import nncf  # noqa: F401 - importing it sets its logger to INFO; what shows is decided here
+
+        # NNCF logs every ignored node at INFO through its own handler: details for --verbose
+        logging.getLogger("nncf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     build(
         BuildOptions(
             arch=args.arch,
@@ -85,6 +90,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             patience=args.patience,
             schedule=args.schedule,
             clip_grad=args.clip_grad,
+            mix_clips=str(args.mix_clips) if args.mix_clips else None,
+            mix_share=args.mix_share,
             backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
             init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
             freeze_encoder=args.freeze_encoder,
@@ -114,10 +121,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import torch
-    from tqdm import tqdm
 
     from converter.checkpoints import load_any
     from converter.config import VTNConfig
+    from converter.progress import progress as bar
     from vtn_edge.datasets import open_dataset
     from vtn_edge.evaluation import report_evaluation
     from vtn_edge.metrics import evaluate_dataset
@@ -138,7 +145,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         pre,
         window=model.config.window,
         stride=model.config.stride,
-        progress=lambda items: tqdm(items, desc="evaluate", unit="video"),
+        progress=lambda items: bar(items, desc="evaluate", unit="video"),
     )
     report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
     return 0
@@ -263,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--clip-grad", type=float, metavar="NORM", help="clip the gradient norm: keeps a high --lr from diverging"
     )
     train.add_argument(
+        "--mix-clips",
+        type=Path,
+        metavar="DATASET",
+        help="with --data streams: trimmed clips trained in the same epochs, so they are not forgotten",
+    )
+    train.add_argument(
+        "--mix-share", type=float, default=0.25, help="the share of each epoch's windows that --mix-clips gives"
+    )
+    train.add_argument(
         "--backbone-weights",
         type=Path,
         help="ImageNet weights: torchvision-format .pth/.safetensors, or the MobileNetV2 .tflite",
@@ -379,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    signal.signal(signal.SIGTERM, _terminate)  # clean up like Ctrl-C: no half-written output
+    # Ctrl-C and SIGTERM clean up: no half-written output. SIGINT explicitly too: a shell script's
+    # background job inherits it ignored, and Python would leave it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except VtnEdgeError as exc:

@@ -24,11 +24,11 @@ import numpy as np
 import openvino as ov
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from converter.data.clips import ClipDataset, augment
 from converter.export import fold_preprocessing
 from converter.models.vtn import VTN
+from converter.progress import progress
 from vtn_edge.preprocess import center_crop_resize
 from vtn_edge.video import read_frames, sample_indices
 
@@ -114,7 +114,7 @@ class FeatureCache:
         """[views, frames, C] (with a tuned tail [views, frames, C, H, W]) per video, computing
         only what is not cached yet."""
         out, computed = [], 0
-        for item, _ in tqdm(clips.items, desc=f"features {desc}", unit="video"):
+        for item, _ in progress(clips.items, desc=f"features {desc}", unit="video"):
             key = self._key(item.path)
             path = self.root / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
             if path.is_file():

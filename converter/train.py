@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, read_config, save_checkpoint
 from converter.config import SCHEDULES, ConfigError, VTNConfig
@@ -29,6 +28,7 @@ from converter.data.stream_windows import StreamWindows, label_windows
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.decoder import SelfAttentionDecoder
 from converter.models.vtn import VTN, FeatureHead, build_vtn
+from converter.progress import progress
 from vtn_edge.datasets import VideoItem, open_dataset
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
@@ -76,6 +76,8 @@ class TrainOptions:
     centre_window: bool = False  # the decoder sees each window minus its mean embedding
     reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
     clip_grad: float | None = None  # max gradient norm
+    mix_clips: str | None = None  # streams: trimmed clips (a dataset) trained in the same epochs, so none are forgotten
+    mix_share: float = 0.25  # with mix_clips: this share of an epoch's windows comes from the trimmed clips
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainOptions:
@@ -189,22 +191,31 @@ class _Streams:
     background: str
     train: list[AnnotatedStream]
     val: list[AnnotatedStream]
+    mix: list[tuple[VideoItem, int]]  # trimmed clips trained beside the stream windows (--mix-clips)
 
     @staticmethod
     def items(streams: list[AnnotatedStream]) -> list[tuple[VideoItem, int]]:
         return [(VideoItem(s.path, 0), s.frames) for s in streams]
 
-    def windows(self, train_features, val_features, opts: TrainOptions, shape: dict) -> tuple[Dataset, Dataset]:
+    def windows(
+        self, train_features, val_features, mix_features, opts: TrainOptions, shape: dict
+    ) -> tuple[StreamWindows, Dataset, Dataset]:
+        """(the stream windows of an epoch, everything an epoch trains on, validation windows)."""
         background = self.labels.index(self.background)
         cut = dict(window=opts.window, stride=opts.stride)
         train = label_windows(self.train, self.labels, self.background, step=1, **cut)
         val = label_windows(self.val, self.labels, self.background, step=4, **cut) if self.val else []
         log.info("stream windows: %d for training, %d for validation", len(train), len(val))
-        return (
-            StreamWindows(train_features, train, background, train=True, per_epoch=STREAM_WINDOWS_PER_EPOCH,
-                          seed=opts.seed, **shape),
-            StreamWindows(val_features, val, background, train=False, **shape),
-        )  # fmt: skip
+        windows = StreamWindows(train_features, train, background, train=True, per_epoch=STREAM_WINDOWS_PER_EPOCH,
+                                seed=opts.seed, **shape)  # fmt: skip
+        epoch: Dataset = windows
+        if self.mix:
+            clips = FeatureWindows(mix_features, [i.label for i, _ in self.mix], train=True, **shape)
+            share = opts.mix_share
+            repeats = max(1, round(STREAM_WINDOWS_PER_EPOCH * share / (1 - share) / len(clips)))
+            epoch = ConcatDataset([windows] + [clips] * repeats)
+            log.info("trimmed clips: %d, each seen %d times an epoch", len(clips), repeats)
+        return windows, epoch, StreamWindows(val_features, val, background, train=False, **shape)
 
 
 STREAM_WINDOWS_PER_EPOCH = 12000
@@ -219,7 +230,20 @@ def _open_streams(opts: TrainOptions) -> _Streams:
     if opts.val and not is_stream_folder(opts.val):
         raise TrainError(f"--data {opts.data} holds streams, so --val must too (a folder with {ANNOTATIONS})")
     val = load_streams(opts.val, labels) if opts.val else []
-    return _Streams(labels, background, load_streams(opts.data, labels), val)
+    return _Streams(labels, background, load_streams(opts.data, labels), val, _mix_items(opts, labels))
+
+
+def _mix_items(opts: TrainOptions, labels: tuple[str, ...]) -> list[tuple[VideoItem, int]]:
+    """The --mix-clips dataset's videos, their labels renumbered to the streams' classes."""
+    if not opts.mix_clips:
+        return []
+    dataset = open_dataset(opts.mix_clips, labels_file=opts.labels, subset="training")
+    unknown = sorted(set(dataset.labels) - set(labels))
+    if unknown:
+        raise TrainError(f"--mix-clips {opts.mix_clips} has classes the streams lack: {', '.join(unknown)}")
+    index = [labels.index(name) for name in dataset.labels]
+    items = usable_items(dataset, window=opts.window, stride=opts.stride)
+    return [(replace(item, label=index[item.label]), frames) for item, frames in items]
 
 
 # ------------------------------------------------------------------ the run
@@ -254,7 +278,12 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     if opts.reverse_pairs and opts.modality != "rgb":
         raise TrainError(f"--reverse-pairs needs --modality rgb (reversed {opts.modality} inputs are not a clip)")
 
+    if not 0 < opts.mix_share < 1:
+        raise TrainError(f"--mix-share is a fraction of each epoch in (0, 1), got {opts.mix_share}")
+    if opts.mix_clips and not is_stream_folder(opts.data):
+        raise TrainError("--mix-clips adds trimmed clips to training on streams: --data must be a stream folder")
     streams = _open_streams(opts) if is_stream_folder(opts.data) else None
+    stream_windows: StreamWindows | None = None
     if streams is not None:
         labels = streams.labels
         train_items, val_items = streams.items(streams.train), streams.items(streams.val)
@@ -298,7 +327,11 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
             dist.barrier()
         windows = dict(window=opts.window, stride=opts.stride, difference=model.config.uses_difference)
         if streams is not None:
-            train_data, val_data = streams.windows(train_features, val_features, opts, windows)
+            mix_clips = ClipDataset(streams.mix, pre, window=opts.window, stride=opts.stride, train=False)
+            mix_features = cache.features(mix_clips, "mix") if streams.mix else []
+            stream_windows, train_data, val_data = streams.windows(
+                train_features, val_features, mix_features, opts, windows
+            )
         else:
             train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
             val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
@@ -366,8 +399,8 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_clips.set_epoch(epoch)
-        if isinstance(train_data, StreamWindows):
-            train_data.set_epoch(epoch)
+        if stream_windows is not None:
+            stream_windows.set_epoch(epoch)
         started = time.perf_counter()
         loss, acc = _run_epoch(net, loader, optimizer, batch_scheduler, device, teachers, opts, epoch, rank, partner)
         val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
@@ -432,7 +465,7 @@ def _run_epoch(
 ) -> tuple[float, float]:
     net.train()
     total, correct, loss_sum = 0, 0, 0.0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{opts.epochs}", unit="batch", disable=rank != 0, leave=False)
+    bar = progress(loader, desc=f"epoch {epoch}/{opts.epochs}", unit="batch", enabled=rank == 0, leave=False)
     for step, (x, y) in enumerate(bar):
         if opts.max_steps is not None and step >= opts.max_steps:
             break

@@ -258,10 +258,12 @@ def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "has no annotations.json" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_stream, tmp_path):
+def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_stream, tiny_dataset, tmp_path, caplog):
     pytest.importorskip("torch")
+    import shutil
+
     from converter.checkpoints import read_config
-    from converter.train import TrainError, TrainOptions, train
+    from converter.train import STREAM_WINDOWS_PER_EPOCH, TrainError, TrainOptions, _mix_items, train
 
     shipped = ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"
     opts = TrainOptions(
@@ -272,7 +274,26 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
         train(replace(opts, freeze_encoder=False))
     with pytest.raises(TrainError, match="--val must too"):
         train(replace(opts, val=str(tmp_path)))
-    run = train(opts)
+    # trimmed clips trained beside the streams keep their class names, renumbered to the streams' classes
+    clips = tiny_dataset / "train" / "core"
+    mix = _mix_items(replace(opts, mix_clips=str(clips)), synth_streams.CORE_CLASSES)
+    names = (clips / "labels.txt").read_text().split()
+    assert len(mix) == 40 and {synth_streams.CORE_CLASSES[item.label] for item, _ in mix} == set(names)
+    assert all(synth_streams.CORE_CLASSES[item.label] == item.path.parent.name for item, _ in mix)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(clips, foreign)
+    (foreign / "fill").rename(foreign / "juggle")
+    (foreign / "labels.txt").write_text("juggle\nempty\nzoom_in\nzoom_out\n")
+    with pytest.raises(TrainError, match="classes the streams lack: juggle"):
+        train(replace(opts, mix_clips=str(foreign)))
+    with pytest.raises(TrainError, match="--data must be a stream folder"):
+        train(replace(opts, data=str(clips), mix_clips=str(clips)))
+    with pytest.raises(TrainError, match="--mix-share is a fraction"):
+        train(replace(opts, mix_clips=str(clips), mix_share=1.0))
+    caplog.set_level("INFO", logger="converter.train")
+    run = train(replace(opts, mix_clips=str(clips), mix_share=0.5))
+    repeats = round(STREAM_WINDOWS_PER_EPOCH / 40)  # half of each epoch: as many clips as stream windows
+    assert f"trimmed clips: 40, each seen {repeats} times an epoch" in caplog.text
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # the classifier carried over (same classes): the first epoch already labels most windows right
     assert metrics[0]["val_acc"] > 0.5

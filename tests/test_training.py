@@ -481,3 +481,18 @@ def test_feature_extractor_takes_uint8_frames_and_matches_torch(modality):
         expected = _Trunk(model, 0)(x, x[(torch.arange(10) - 2) % 10] if modality == "rgbdiff" else None).numpy()
     assert features.shape == expected.shape and np.abs(expected).max() > 0.1
     np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_progress_in_a_log_is_one_plain_line_per_report(capsys, monkeypatch):
+    """Progress bars redraw one line with carriage returns; in a log (stderr not a terminal, as
+    under pytest) each report is its own line, and closing does not repeat the last one."""
+    import converter.progress as shown
+
+    monkeypatch.setattr(shown, "LOG_EVERY_S", 0.0)
+    for _ in shown.progress(range(3), desc="steps", unit="step"):
+        pass
+    for _ in shown.progress(range(2), desc="hidden", unit="step", enabled=False):
+        pass
+    lines = capsys.readouterr().err.split("\n")
+    assert "\r" not in "".join(lines) and lines[-1] == ""
+    assert [line.split("|")[0] for line in lines[:-1]] == [f"steps: {p:>3}%" for p in (0, 33, 67, 100)]

@@ -348,9 +348,9 @@ def write_dataset(
 
 def render_jobs(write, jobs: list, *, workers: int, desc: str, unit: str, progress: bool) -> None:
     """Run `write(job)` for every job, in `workers` processes (spawned), with a progress bar."""
-    from tqdm import tqdm
+    from converter.progress import progress as progress_bar
 
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit=unit)
+    bar = progress_bar(total=len(jobs), desc=desc, enabled=progress, unit=unit)
     if workers == 1:
         for job in jobs:
             write(job)
