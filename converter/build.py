@@ -122,9 +122,9 @@ class _Steps:
         self.started = time.perf_counter()
         self.starts: list[float] = []
 
-    def __call__(self, n: int, text: str) -> None:
+    def __call__(self, text: str) -> None:
         self.starts.append(time.perf_counter())
-        print(f"[{n}/{len(self.NAMES)}] {text}", flush=True)
+        print(f"[{len(self.starts)}/{len(self.NAMES)}] {text}", flush=True)
 
     def seconds(self) -> dict[str, float]:
         ends = self.starts[1:] + [time.perf_counter()]
@@ -275,7 +275,7 @@ def build(opts: BuildOptions) -> Path:
     if out.exists() and not opts.force:
         raise BuildError(f"{out} already exists; pass --force to replace it or --out to choose another directory")
     step = _Steps()
-    step(1, f"loading the {opts.arch} {opts.modality} model")
+    step(f"loading the {opts.arch} {opts.modality} model")
     model, trained, sha = load_model(opts)
     config = model.config
     pre = config.preprocessing
@@ -296,16 +296,16 @@ def build(opts: BuildOptions) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)
     try:
-        step(2, "exporting encoder and decoder to ONNX")
+        step("exporting encoder and decoder to ONNX")
         enc_onnx, dec_onnx = export_onnx(model, work, interface=opts.interface)
         model.eval()  # the exporter restores each module's own mode; keep dropout off for verification
-        step(3, "converting to OpenVINO IR with preprocessing in the graph")
+        step("converting to OpenVINO IR with preprocessing in the graph")
         encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
 
         window, stride = config.window, config.stride
         accuracy = None
         if opts.precision == "int8":
-            step(4, "calibrating and quantising")
+            step("calibrating and quantising")
             if opts.calibration is not None:
                 calib = clips_from_path(
                     opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
@@ -324,9 +324,9 @@ def build(opts: BuildOptions) -> Path:
                 )
                 accuracy["data"] = str(opts.validation)
         else:
-            step(4, f"{opts.precision}: no calibration needed")
+            step(f"{opts.precision}: no calibration needed")
 
-        step(5, "verifying the IR against torch on held-out clips")
+        step("verifying the IR against torch on held-out clips")
         if opts.validation is not None:
             held_out = clips_from_path(
                 opts.validation, pre, window=window, stride=stride, max_clips=opts.verify_clips, min_clips=1
@@ -347,7 +347,7 @@ def build(opts: BuildOptions) -> Path:
                 + table
             )
 
-        step(6, f"writing {out}")
+        step(f"writing {out}")
         verification = {
             **_as_dict(result),
             "build_seconds": round(time.perf_counter() - step.started, 1),
