@@ -1,4 +1,4 @@
-"""`python -m converter {info,build,train,evaluate,dataset}`: the torch side's commands.
+"""`python -m converter {info,build,train,import,evaluate,dataset}`: the torch side's commands.
 
 Heavy imports live inside each command so `--help` is instant.
 """
@@ -116,6 +116,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from converter.ir_import import check_import, import_vtn, write_import
+
+    if args.out.suffix != ".safetensors":
+        raise VtnEdgeError(f"--out {args.out}: a checkpoint is written as .safetensors")
+    result = import_vtn(args.encoder, args.decoder, labels=args.labels, arch=args.arch)
+    config = result.model.config
+    activation = "ReLU6" if config.relu6 else "ReLU"
+    projection = "before" if config.project_before_pool else "after"
+    print(
+        f"encoder {args.encoder}: {config.arch}, {activation}"
+        + (f", projection to 512 {projection} pooling" if config.arch == "mobilenetv2" else "")
+        + f", input {config.preprocessing.input_size}px"
+    )
+    if result.decoder_trained:
+        print(f"decoder {args.decoder}: window {config.window}, {config.num_classes} classes")
+    else:
+        print("decoder: none given; it starts untrained (train it with `converter train --freeze-encoder`)")
+    check = check_import(result, args.encoder, args.decoder)
+    logits = "" if check.logits_max_diff is None else f", logits {check.logits_max_diff:.1e}"
+    summary = f"embeddings max |diff| {check.embedding_max_diff:.1e} (largest {check.embedding_scale:.2f}){logits}"
+    if not check.ok:
+        raise VtnEdgeError(f"the imported model does not reproduce the IR ({summary}); nothing written")
+    print(f"checked against the IR's float arithmetic on {check.frames} frames: {summary}")
+    print(f"wrote {write_import(result, args.out)}")
+    return 0
+
+
+def _add_import_parser(sub: argparse._SubParsersAction) -> None:
+    imp = sub.add_parser(
+        "import", help="an Open Model Zoo VTN IR (or an --interface omz build) -> a checkpoint to fine-tune"
+    )
+    imp.add_argument("--encoder", type=Path, required=True, help="encoder .xml (its .bin beside it)")
+    imp.add_argument("--decoder", type=Path, help="decoder .xml; without it the decoder starts untrained")
+    imp.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the IR)")
+    imp.add_argument("--arch", choices=ARCHS, help="insist on this encoder architecture (default: recognised)")
+    imp.add_argument("--out", type=Path, required=True, help="the checkpoint to write (.safetensors)")
+    imp.set_defaults(func=_cmd_import)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -340,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, help="continue the run in this directory")
     train.add_argument("--out", type=Path, default=Path("runs/vtn"))
     train.set_defaults(func=_cmd_train)
+
+    _add_import_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy, confusion")
     evaluate.add_argument("--checkpoint", type=Path, required=True)

@@ -38,6 +38,10 @@ class VTNConfig:
     layer_norm: bool = False
     # The original VTN code's MobileNetV2 uses ReLU; torchvision and TFLite weights use ReLU6.
     relu6: bool = True
+    # Apply the 1x1 projection to 512 on the feature maps and pool after it, as the Open Model Zoo
+    # IRs do; the same embedding as pooling first (both are linear), at 49x the projection's cost.
+    # Set by `converter import` so an imported model exports with the original's graph.
+    project_before_pool: bool = False
     # Subtract the window's mean embedding before the decoder, so that it sees only how the frames
     # differ from each other (ours; the original VTN has no such step).
     centre_window: bool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,9 +78,12 @@ class FeatureExtractor:
         self.pairs = model.config.uses_difference
         example = torch.zeros(1, 3, size, size)
         shapes = [ov.PartialShape([-1, 3, size, size])] * (2 if self.pairs else 1)
-        converted = ov.convert_model(
-            _Trunk(model.eval(), tuned), example_input=(example, example) if self.pairs else example, input=shapes
-        )
+        with warnings.catch_warnings():
+            # the input-shape checks are Python branches the tracer notes as constants: shapes are fixed here
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            converted = ov.convert_model(
+                _Trunk(model.eval(), tuned), example_input=(example, example) if self.pairs else example, input=shapes
+            )
         converted = fold_preprocessing(converted, model.config.preprocessing, native=True)
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -247,6 +248,136 @@ def test_events_wait_for_a_broker_that_is_down_and_arrive_when_it_is_up(tmp_path
     broker.stop()
 
 
+def _check_home_assistant_discovery(port: int, status_topic: str, cameras: dict[str, str]) -> None:
+    """Retained sensor configs as Home Assistant's MQTT discovery reads them (REFERENCE.md section 8)."""
+    reader = Subscriber(port, "homeassistant/#")
+    deadline = time.monotonic() + 10
+    while len(reader.received) < len(cameras) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    reader.close()
+    configs = {}
+    for topic, payload, retained in reader.received:
+        prefix, component, node_id, object_id, last = topic.split("/")
+        assert (prefix, component, last, retained) == ("homeassistant", "sensor", "config", True)
+        assert re.fullmatch(r"[a-zA-Z0-9_-]+", node_id) and re.fullmatch(r"[a-zA-Z0-9_-]+", object_id)
+        configs[object_id] = json.loads(payload)
+    assert len(configs) == len(cameras)
+    assert len({c["unique_id"] for c in configs.values()}) == len(cameras)
+    for camera, state_topic in cameras.items():
+        (config,) = [c for c in configs.values() if c["name"] == f"{camera} action"]
+        assert config["state_topic"] == config["json_attributes_topic"] == state_topic
+        assert "value_json.label" in config["value_template"]
+        availability = (config["availability_topic"], config["payload_available"], config["payload_not_available"])
+        assert availability == (status_topic, "online", "offline")
+        device = config["device"]
+        assert device["identifiers"] and device["manufacturer"] == "vtn-edge" and device["name"].startswith("vtn-edge ")
+        assert {"model", "sw_version"} <= device.keys()
+
+
+def test_a_late_subscriber_sees_retained_state_and_availability_and_the_last_will(tmp_path, shared_data, mosquitto_ok):
+    broker = Broker(tmp_path).start()
+    videos = shared_data / "videos"
+    mon = Monitor(
+        tmp_path,
+        "--source", str(videos / CLIP), "--name", "door",
+        "--source", str(videos / OTHER_CLIP), "--name", "yard/back",
+        "--loop", "--mqtt", f"mqtt://127.0.0.1:{broker.port}/site/vtn", "--ha-discovery",
+    )  # fmt: skip
+    try:
+        mon.wait_for(lambda: any(e["event"] == "end" and e["source"] == "door" for e in mon.events()), "an end")
+        _check_home_assistant_discovery(
+            broker.port, "site/vtn/status", {"door": "site/vtn/door/state", "yard/back": "site/vtn/yard_back/state"}
+        )
+        late = Subscriber(broker.port, "site/vtn/#")  # connects after the fact: retained messages only
+        deadline = time.monotonic() + 10
+        while (
+            not {"site/vtn/status", "site/vtn/door/state", "site/vtn/yard_back/state"}
+            <= {t for t, _, _ in late.received}
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert late.on("site/vtn/status")[0] == (b"online", True)
+        for topic, camera in (("site/vtn/door/state", "door"), ("site/vtn/yard_back/state", "yard/back")):
+            payload, retained = late.on(topic)[0]
+            state = json.loads(payload)
+            assert retained and state["camera"] == camera and set(state) == {"camera", "label", "score", "since"}
+            assert state["label"] is None or state["label"] in {e["label"] for e in mon.events()}
+        late.close()
+        watcher = Subscriber(broker.port, "site/vtn/status")
+        mon.proc.kill()  # no clean disconnect: the broker publishes the last will
+        mon.proc.wait(10)
+        deadline = time.monotonic() + 60
+        while watcher.latest("site/vtn/status") != (b"offline", False) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert watcher.latest("site/vtn/status") == (b"offline", False)  # live, not retained, as it happens
+        watcher.close()
+        after = Subscriber(broker.port, "site/vtn/status")
+        time.sleep(0.5)
+        assert after.on("site/vtn/status") == [(b"offline", True)]  # and kept for whoever comes next
+        after.close()
+    finally:
+        if mon.proc.poll() is None:
+            mon.terminate()
+        broker.stop()
+
+
+def test_a_clean_shutdown_says_offline_and_leaves_the_state(tmp_path, shared_data, mosquitto_ok):
+    broker = Broker(tmp_path).start()
+    mon = Monitor(
+        tmp_path,
+        "--source",
+        str(shared_data / "videos" / CLIP),
+        "--loop",
+        "--mqtt",
+        f"mqtt://127.0.0.1:{broker.port}/ev",
+    )
+    try:
+        mon.wait_for(lambda: len(mon.events()) >= 1, "an event")
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    late = Subscriber(broker.port, "ev/#")
+    time.sleep(0.5)
+    assert late.on("ev/status") == [(b"offline", True)]
+    payload, retained = late.on("ev/cam0/state")[0]
+    assert retained and json.loads(payload)["label"] is None  # the shutdown ended the event
+    late.close()
+    broker.stop()
+
+
+def test_each_event_gets_a_snapshot_on_disk_and_over_mqtt(tmp_path, shared_data, mosquitto_ok):
+    import cv2
+
+    broker = Broker(tmp_path).start()
+    snapshots = Subscriber(broker.port, "ev/cam0/snapshot")
+    mon = Monitor(
+        tmp_path,
+        "--source", str(shared_data / "videos" / CLIP), "--loop",
+        "--mqtt", f"mqtt://127.0.0.1:{broker.port}/ev", "--snapshots", str(tmp_path / "snaps"),
+    )  # fmt: skip
+    try:
+        mon.wait_for(lambda: any(e["event"] == "end" for e in mon.events()), "an event that ended")
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    events = mon.events()
+    assert_complete(events)
+    for event in events:
+        path = Path(event["snapshot"])
+        assert path.parent == tmp_path / "snaps" and path.name == f"{event['id']}-{event['label']}.jpg"
+        image = cv2.imread(str(path))
+        assert image is not None and image.shape[:2] == (240, 320)  # the camera's frame, annotated
+    assert not list((tmp_path / "snaps").glob(".*"))  # no partial or test files left
+    deadline = time.monotonic() + 5
+    while len(snapshots.messages) < len(events) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(snapshots.messages) == len(events)
+    decoded = cv2.imdecode(np.frombuffer(snapshots.messages[-1], np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[:2] == (240, 320)
+    snapshots.close()
+    broker.stop()
+
+
 def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosquitto_ok):
     need(shutil.which("openssl") is not None, "openssl is not installed")
     certs = make_certificates(tmp_path)
@@ -274,6 +405,9 @@ def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosq
         (["--source", "missing.mp4"], "video file missing.mp4 does not exist"),
         (["--source", "0", "--mqtt", "http://broker/topic"], "--mqtt must look like mqtt://host:port/topic"),
         (["--source", "0", "--mqtt", "mqtt://u:pw@broker/t"], "not in the URL"),
+        (["--source", "0", "--ha-discovery"], "--ha-discovery announces cameras over MQTT: add --mqtt"),
+        (["--source", "0", "--snapshots", "/proc/no/such"], "--snapshots /proc/no/such: cannot write there"),
+        (["--source", "0", "--name", "a/b", "--source", "1", "--name", "a_b", "--mqtt", "mqtt://h/t"], "collide"),
     ],
 )
 def test_bad_arguments_get_a_clear_message(tmp_path, args, message):

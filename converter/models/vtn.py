@@ -23,18 +23,23 @@ class FrameEncoder(nn.Module):
     Difference modalities also take the previous sampled frame: `rgbdiff` encodes
     current - previous, `stacked` encodes [current, current - previous] as 6 channels.
     Global pooling comes before the 512 projection: a 1x1 convolution commutes with average
-    pooling, so this equals the original's reduce-then-pool at 1/49 of the cost.
+    pooling, so this equals the original's reduce-then-pool at 1/49 of the cost. With
+    `project_before_pool` (imported Open Model Zoo encoders) the graph keeps the original's order.
     """
 
     def __init__(self, config: VTNConfig):
         super().__init__()
         self.modality = config.modality
+        self.project_before_pool = config.project_before_pool
         self.backbone = BACKBONES[config.arch](config.in_chans, config.relu6)
         init_weights(self.backbone)
         channels = self.backbone.out_channels
         self.reduce_conv = nn.Conv2d(channels, EMBED_DIM, 1) if channels != EMBED_DIM else None
 
     def forward(self, current: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        if self.project_before_pool and self.reduce_conv is not None:
+            maps = self.reduce_conv(self.backbone(self.backbone_input(current, previous)))
+            return maps.mean(dim=(2, 3)).flatten(1)
         pooled = self.pool(current, previous)
         if self.reduce_conv is not None:
             pooled = self.reduce_conv(pooled)

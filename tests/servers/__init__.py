@@ -182,6 +182,7 @@ class Subscriber:
         import paho.mqtt.client as mqtt
 
         self.messages: list[bytes] = []
+        self.received: list[tuple[str, bytes, bool]] = []  # (topic, payload, retained) of every message
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         if user:
             self.client.username_pw_set(user, password)
@@ -190,12 +191,25 @@ class Subscriber:
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = lambda c, u, m: self.messages.append(m.payload)
+        self.client.on_message = lambda c, u, m: self._on_message(m)
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise TimeoutError("test subscriber could not subscribe")
+
+    def _on_message(self, message) -> None:
+        self.messages.append(message.payload)
+        self.received.append((message.topic, message.payload, bool(message.retain)))
+
+    def on(self, topic: str) -> list[tuple[bytes, bool]]:
+        """Payloads on `topic` in arrival order, each with whether it came as a retained message
+        (only what the broker held when we subscribed does; later ones arrive live)."""
+        return [(payload, retained) for t, payload, retained in self.received if t == topic]
+
+    def latest(self, topic: str) -> tuple[bytes, bool] | None:
+        found = self.on(topic)
+        return found[-1] if found else None
 
     def close(self) -> None:
         self.client.disconnect()

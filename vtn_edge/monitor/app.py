@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from vtn_edge import __version__
 from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
 from vtn_edge.monitor.clips import ClipOptions, ClipRecorder
 from vtn_edge.monitor.events import SHUTDOWN, SOURCE_ENDED, SOURCE_LOST, ActionEvent, EventTracker, JsonLinesWriter
+from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX, Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
 from vtn_edge.monitor.preview import PreviewServer, SourceView
+from vtn_edge.monitor.snapshots import SnapshotKeeper, check_folder
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
 from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy, add_policy_flags, policy_from_flags
@@ -45,10 +49,12 @@ class MonitorConfig:
     events_stdout: bool = False
     mqtt: str | None = None
     mqtt_tls: TlsOptions = TlsOptions()
+    ha_discovery: str | None = None  # Home Assistant discovery prefix
     metrics_port: int | None = None
     preview_port: int | None = None
     bind: str = "127.0.0.1"  # metrics and preview
     clips: ClipOptions | None = None
+    snapshots: Path | None = None
     policy: LabelPolicy = MONITOR_POLICY
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
@@ -62,6 +68,7 @@ class _SourceState:
     source: LiveSource
     tracker: EventTracker
     clips: ClipRecorder | None = None
+    snapshots: SnapshotKeeper | None = None
     connection: int = 0
     frame: np.ndarray | None = None  # newest processed frame, for the preview
     label: str | None = None
@@ -125,6 +132,14 @@ class Monitor:
             raise VtnEdgeError(f"source names must be unique, got {names}")
         # a bad URL is a startup error, an absent broker is not
         self._mqtt_target = parse_mqtt_url(config.mqtt) if config.mqtt else None
+        if config.ha_discovery is not None and self._mqtt_target is None:
+            raise VtnEdgeError("--ha-discovery announces cameras over MQTT: add --mqtt mqtt://host:port/topic")
+        if self._mqtt_target is not None and len({object_id(n) for n in names}) != len(names):
+            raise VtnEdgeError(
+                f"source names {names} collide as MQTT topics and ids: make them differ in letters or digits"
+            )
+        if config.snapshots is not None:
+            check_folder(config.snapshots)
         model = load_model(config.model, labels=config.labels)
         self._closers: list = []
         try:
@@ -151,8 +166,13 @@ class Monitor:
             self._closers.append(self.writer.close)
         self.mqtt = None
         if self._mqtt_target is not None:
-            self.mqtt = MqttPublisher(self._mqtt_target, config.mqtt_tls)
+            discovery = None
+            if config.ha_discovery is not None:
+                discovery = Discovery(config.ha_discovery, socket.gethostname(), model.manifest.arch, __version__)
+            self.mqtt = MqttPublisher(self._mqtt_target, config.mqtt_tls, cameras=tuple(names), discovery=discovery)
             self._closers.append(self.mqtt.close)
+            for name in names:  # a consumer that connects later sees every camera, idle ones too
+                self.mqtt.publish_state(name, None, None, time.time())
         options = config.compile_options or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
         self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=config.policy)
         self._closers.append(self.recognizer.close)
@@ -163,7 +183,8 @@ class Monitor:
         for i, (source, name) in enumerate(zip(parsed, names)):
             live = LiveSource(source, config.live, name=name, wake=self._wake)
             tracker = EventTracker(name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background)
-            self.states.append(_SourceState(name, live, tracker))
+            snapshots = SnapshotKeeper(config.snapshots, name) if config.snapshots is not None else None
+            self.states.append(_SourceState(name, live, tracker, snapshots=snapshots))
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop: threading.Event) -> MonitorSummary:
@@ -234,6 +255,8 @@ class Monitor:
             log.warning("%s: frame skipped: %s", st.name, exc)
             return
         st.frame = item.frame
+        if st.snapshots is not None:
+            st.snapshots.add_frame(item.timestamp, item.frame)
         if st.clips is None and self.config.clips is not None:
             st.clips = ClipRecorder(st.name, self.config.clips, st.source.stats.fps)
         if st.clips is not None:
@@ -260,7 +283,13 @@ class Monitor:
             st.rate = (since, count + 1)
         if self.metrics is not None:
             self.metrics.observe(st.name, p)
+        if st.snapshots is None:
+            st.tracker.update(p)
+            return
+        st.snapshots.observe(p.timestamp, p.score)
         st.tracker.update(p)
+        if st.tracker.current is not None and st.tracker.current.label == p.label:
+            st.snapshots.consider()
 
     def _emit(self, i: int, event: ActionEvent) -> None:
         st = self.states[i]
@@ -272,6 +301,12 @@ class Monitor:
             event = replace(event, clip=self._clip_paths.get(event.id))
             if event.event == "end":
                 self._clip_paths.pop(event.id, None)
+        if st.snapshots is not None:
+            written = st.snapshots.write(event)
+            if written is not None:
+                event = replace(event, snapshot=str(written[0]))
+                if self.mqtt is not None:
+                    self.mqtt.publish_snapshot(st.name, written[1])
         if event.event == "start":
             st.events += 1
             if self.metrics is not None:
@@ -339,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-cert", help="client certificate")
     out.add_argument("--mqtt-key", help="client key")
     out.add_argument("--mqtt-insecure", action="store_true", help="do not check the broker's host name")
+    out.add_argument("--ha-discovery", nargs="?", const=DEFAULT_PREFIX, metavar="PREFIX",
+                     help=f"announce each camera to Home Assistant over --mqtt (prefix {DEFAULT_PREFIX})")  # fmt: skip
     lab = p.add_argument_group("labels")
     add_policy_flags(lab)
     srv = p.add_argument_group("metrics, preview, clips")
@@ -346,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--preview-port", type=int, help="serve a live preview page on this port")
     srv.add_argument("--bind", default="127.0.0.1", help="address for metrics and preview (default 127.0.0.1)")
     srv.add_argument("--save-clips", type=Path, help="write an MP4 around each event into this folder")
+    srv.add_argument("--snapshots", type=Path, help="write a JPEG of each event's best frame into this folder")
     srv.add_argument("--clip-before", type=float, default=3.0)
     srv.add_argument("--clip-after", type=float, default=3.0)
     src = p.add_argument_group("sources")
@@ -375,10 +413,12 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         events_stdout=args.stdout or (args.events is None and args.mqtt is None),
         mqtt=args.mqtt,
         mqtt_tls=TlsOptions(args.mqtt_ca, args.mqtt_cert, args.mqtt_key, args.mqtt_insecure),
+        ha_discovery=args.ha_discovery,
         metrics_port=args.metrics_port,
         preview_port=args.preview_port,
         bind=args.bind,
         clips=ClipOptions(args.save_clips, args.clip_before, args.clip_after) if args.save_clips else None,
+        snapshots=args.snapshots,
         policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
         live=LiveOptions(
             open_timeout_s=args.open_timeout,

@@ -48,6 +48,7 @@ class ActionEvent:
     reason: str | None = None  # for "end": label_changed, source_lost, source_ended, shutdown
     host: str = ""
     clip: str | None = None
+    snapshot: str | None = None  # JPEG of the event's best-scoring frame (--snapshots)
 
     def to_dict(self) -> dict:
         d = asdict(self)

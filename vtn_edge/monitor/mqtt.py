@@ -2,10 +2,19 @@
 
 `--mqtt mqtt://host:port/topic` (or `mqtts://` for TLS). The user name and password come from the
 environment (VTN_MQTT_USERNAME, VTN_MQTT_PASSWORD), never from the command line or the logs.
+
+Besides the events on `topic`, for consumers that connect later (REFERENCE.md section 8):
+- `topic/<camera>/state`, retained: the camera's current action or none, its score and since when,
+  published at start-up and with every event;
+- `topic/status`, retained: `online` on every connection, `offline` at shutdown and, as the MQTT
+  last will, when the box disappears without one;
+- with `--snapshots`, each event's JPEG on `topic/<camera>/snapshot`, retained;
+- with `--ha-discovery`, Home Assistant discovery configs (see `homeassistant.py`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -16,12 +25,20 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from vtn_edge.errors import VtnEdgeError
-from vtn_edge.monitor.events import ActionEvent
+from vtn_edge.monitor.events import ActionEvent, iso_time
+from vtn_edge.monitor.homeassistant import Discovery
 
 log = logging.getLogger(__name__)
 
 USERNAME_ENV = "VTN_MQTT_USERNAME"
 PASSWORD_ENV = "VTN_MQTT_PASSWORD"
+ONLINE, OFFLINE = "online", "offline"
+_EVENT, _OTHER = "event", "other"  # what an unacknowledged message id was
+
+
+def topic_part(name: str) -> str:
+    """A camera name as one topic level: MQTT's separators and wildcards become '_'."""
+    return "".join("_" if c in "/+#" else c for c in name) or "_"
 
 
 class MqttError(VtnEdgeError):
@@ -71,17 +88,28 @@ def parse_mqtt_url(url: str) -> MqttTarget:
 class MqttPublisher:
     """Publishes events as JSON. Never blocks the caller; reconnects by itself (1 s .. 30 s)."""
 
-    def __init__(self, target: MqttTarget, tls: TlsOptions | None = None, client_id: str | None = None):
+    def __init__(
+        self,
+        target: MqttTarget,
+        tls: TlsOptions | None = None,
+        client_id: str | None = None,
+        *,
+        cameras: tuple[str, ...] = (),
+        discovery: Discovery | None = None,
+    ):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise MqttError("--mqtt needs paho-mqtt: pip install 'vtn-edge[monitor]'") from None
 
         self.target = target
+        self.status_topic = f"{target.topic}/status"
+        self.cameras = cameras
+        self.discovery = discovery
         self.connected = threading.Event()
-        self.published = 0
-        self._pending: set[int] = set()  # message ids sent and not yet acknowledged
-        self._early: set[int] = set()  # acknowledged before publish() recorded them
+        self.published = 0  # events acknowledged by the broker
+        self._pending: dict[int, str] = {}  # message ids sent and not yet acknowledged -> _EVENT / _OTHER
+        self._early: set[int] = set()  # acknowledged before _track() recorded them
         self._lock = threading.Lock()
         self._warned = False
         self._closing = False
@@ -99,6 +127,7 @@ class MqttPublisher:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise MqttError(f"MQTT TLS settings do not work: {exc}") from None
             self._client.tls_insecure_set(tls.insecure)
+        self._client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
@@ -106,13 +135,34 @@ class MqttPublisher:
         self._client.connect_async(target.host, target.port, keepalive=30)
         self._client.loop_start()
 
+    def state_topic(self, camera: str) -> str:
+        return f"{self.target.topic}/{topic_part(camera)}/state"
+
     def publish(self, event: ActionEvent) -> None:
-        mid = self._client.publish(self.target.topic, event.to_json(), qos=1).mid
+        """The event, then the camera's retained state that follows from it."""
+        self._send(self.target.topic, event.to_json(), _EVENT)
+        if event.event == "start":
+            self.publish_state(event.source, event.label, event.score, event.start_time)
+        else:
+            self.publish_state(event.source, None, None, event.end_time or event.start_time)
+
+    def publish_state(self, camera: str, label: str | None, score: float | None, since: float) -> None:
+        state = {"camera": camera, "label": label, "score": None if score is None else round(score, 4),
+                 "since": iso_time(since)}  # fmt: skip
+        self._send(self.state_topic(camera), json.dumps(state, separators=(",", ":")), _OTHER, retain=True)
+
+    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
+        """The newest event snapshot's JPEG bytes, retained, on `topic/<camera>/snapshot`."""
+        self._send(f"{self.target.topic}/{topic_part(camera)}/snapshot", jpeg, _OTHER, retain=True)
+
+    def _send(self, topic: str, payload: str | bytes, kind: str, retain: bool = False) -> None:
+        mid = self._client.publish(topic, payload, qos=1, retain=retain).mid
         with self._lock:
             if mid in self._early:
                 self._early.discard(mid)
+                self.published += kind == _EVENT
             else:
-                self._pending.add(mid)
+                self._pending[mid] = kind
 
     def unacknowledged(self) -> int:
         with self._lock:
@@ -123,12 +173,13 @@ class MqttPublisher:
         Closing again does nothing."""
         if self._closing:
             return self.unacknowledged()
+        self._send(self.status_topic, OFFLINE, _OTHER, retain=True)  # a clean exit sends no last will
         deadline = time.monotonic() + timeout
         while self.unacknowledged() and time.monotonic() < deadline:
             time.sleep(0.02)
         left = self.unacknowledged()
         if left:
-            log.warning("MQTT: %d event(s) not acknowledged by %s at shutdown", left, self.target.display)
+            log.warning("MQTT: %d message(s) not acknowledged by %s at shutdown", left, self.target.display)
         self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
@@ -141,6 +192,11 @@ class MqttPublisher:
             return
         self._warned = False
         self.connected.set()
+        self._send(self.status_topic, ONLINE, _OTHER, retain=True)
+        if self.discovery is not None:
+            for camera in self.cameras:
+                config = self.discovery.config(camera, self.state_topic(camera), self.status_topic)
+                self._send(self.discovery.config_topic(camera), config, _OTHER, retain=True)
         log.info("MQTT: connected to %s", self.target.display)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -150,11 +206,11 @@ class MqttPublisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
-            if mid in self._pending:
-                self._pending.discard(mid)
-                self.published += 1
-            else:
+            kind = self._pending.pop(mid, None)
+            if kind is None:
                 self._early.add(mid)
+            else:
+                self.published += kind == _EVENT
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._warn("cannot connect")

@@ -35,7 +35,7 @@ class SourceView:
 
 def annotate(view: SourceView) -> np.ndarray:
     frame = view.frame.copy()
-    text = f"{view.label or '-'} {view.score:.2f}  {view.fps:.0f} fps"
+    text = f"{view.label or '-'} {view.score:.2f}" + (f"  {view.fps:.0f} fps" if view.fps else "")
     if not view.connected:
         text += "  (reconnecting)"
     cv2.rectangle(frame, (0, 0), (frame.shape[1], 22), (0, 0, 0), -1)
