@@ -378,6 +378,57 @@ def test_each_event_gets_a_snapshot_on_disk_and_over_mqtt(tmp_path, shared_data,
     broker.stop()
 
 
+def test_a_site_file_runs_two_cameras_with_their_own_policies(tmp_path, shared_data, mosquitto_ok):
+    broker = Broker(tmp_path).start()
+    videos = shared_data / "videos"
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f"""
+        model = "{MODEL}"
+        loop = true
+        snapshots = "snaps"
+        threshold = 0.0
+        hold = 0.0
+        [mqtt]
+        url = "mqtt://127.0.0.1:{broker.port}/site1/vtn"
+        [[camera]]
+        name = "door"
+        source = "{videos / CLIP}"
+        [[camera]]
+        name = "till"
+        source = "{videos / OTHER_CLIP}"
+        hold = 600.0
+        """.replace("\n        ", "\n")
+    )
+    mon = Monitor(tmp_path, "--config", str(site))  # the helper's --events, --threshold 0, --hold 0: flags win
+    try:
+        mon.wait_for(lambda: any(e["event"] == "end" for e in mon.events()), "an event from the site file's cameras")
+    finally:
+        code, _ = mon.terminate()
+    assert code == 0, mon.log()
+    events = mon.events()
+    assert {e["source"] for e in events} == {"door"}  # till's own hold (600 s) keeps every label back there
+    assert all(Path(e["snapshot"]).parent == tmp_path / "snaps" for e in events)
+    late = Subscriber(broker.port, "site1/vtn/+/state")
+    deadline = time.monotonic() + 5
+    while len({t for t, _, _ in late.received}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert {t for t, _, _ in late.received} == {"site1/vtn/door/state", "site1/vtn/till/state"}
+    late.close()
+    broker.stop()
+
+
+def test_a_bad_site_file_stops_the_monitor_before_any_camera(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(f'model = "{MODEL}"\n[[camera]]\nname = "door"\nsource = "0"\ntreshold = 0.5\n')
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "rtsp_monitor.py"), "--config", str(site)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert f"{site}, line 5: unknown key 'treshold' in camera 1" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosquitto_ok):
     need(shutil.which("openssl") is not None, "openssl is not installed")
     certs = make_certificates(tmp_path)

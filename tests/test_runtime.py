@@ -14,7 +14,7 @@ import openvino as ov
 import pytest
 
 from vtn_edge import CompileOptions, LabelPolicy, StreamingRecognizer, load_model
-from vtn_edge.errors import FrameError, ModelError, SourceError
+from vtn_edge.errors import FrameError, ModelError, SourceError, VtnEdgeError
 from vtn_edge.metrics import softmax
 from vtn_edge.model import compile_pair
 from vtn_edge.preprocess import center_crop_resize
@@ -204,6 +204,23 @@ def test_sources_that_cannot_be_opened(built_models, tmp_path):
             list(rec.run(tmp_path / "absent.mp4"))
         with pytest.raises(SourceError, match="cannot open"):
             list(rec.run(bogus))
+
+
+def test_one_label_policy_per_stream(built_models, shared_data):
+    clip = read_frames(shared_data / "videos" / "arm_wrestling.mp4")
+    strict = LabelPolicy(threshold=0.0, smoothing=None, hold_seconds=1000.0)  # no label can lead that long
+    loose = LabelPolicy(threshold=0.0, smoothing=None)
+    with StreamingRecognizer(built_models["int8"], streams=2, policy=[strict, loose]) as rec:
+        labels: dict[int, list] = {0: [], 1: []}
+        for frame in clip:
+            for stream in (0, 1):
+                for p in rec.push(frame, stream=stream):
+                    labels[p.stream].append(p.label)
+        for p in rec.flush():
+            labels[p.stream].append(p.label)
+    assert not any(labels[0]) and any(labels[1])  # the same frames, each stream under its own policy
+    with pytest.raises(VtnEdgeError, match="2 label policies for 3 streams: give one, or one per stream"):
+        StreamingRecognizer(built_models["int8"], streams=3, policy=[strict, loose])
 
 
 def test_smoothing_threshold_and_hysteresis(built_models, shared_data):

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +97,8 @@ class StreamingRecognizer:
 
     `push(frame)` returns the predictions that became ready (in frame order, possibly for
     earlier frames); `push(frame, wait=True)` waits for this frame's own. `flush()` waits for
-    everything pushed. With `on_prediction(fn)`, predictions go to `fn` (called from the ordering
+    everything pushed. `policy` is one label policy for every stream or a list, one per stream.
+    With `on_prediction(fn)`, predictions go to `fn` (called from the ordering
     thread) instead of being queued.
     """
 
@@ -107,7 +108,7 @@ class StreamingRecognizer:
         *,
         streams: int = 1,
         options: CompileOptions | None = None,
-        policy: LabelPolicy | None = None,
+        policy: LabelPolicy | Sequence[LabelPolicy] | None = None,
         top_k: int = 5,
         requests: int | None = None,
         labels: str | Path | None = None,
@@ -129,8 +130,10 @@ class StreamingRecognizer:
         self._encoder = ov.AsyncInferQueue(encoder, requests)
         self._encoder.set_callback(self._on_encoded)
         self._decoder = decoder.create_infer_request()
-        policy = policy or LabelPolicy()
-        self._streams = [_Stream(i, manifest.seq_len, manifest.embed_dim, policy) for i in range(streams)]
+        policies = list(policy) if isinstance(policy, Sequence) else [policy or LabelPolicy()] * streams
+        if len(policies) != streams:
+            raise VtnEdgeError(f"{len(policies)} label policies for {streams} streams: give one, or one per stream")
+        self._streams = [_Stream(i, manifest.seq_len, manifest.embed_dim, p) for i, p in enumerate(policies)]
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._callback: Callable[[Prediction], None] | None = None
         self._error: BaseException | None = None

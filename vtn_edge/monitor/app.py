@@ -30,6 +30,7 @@ from vtn_edge.monitor.events import SHUTDOWN, SOURCE_ENDED, SOURCE_LOST, ActionE
 from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX, Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
 from vtn_edge.monitor.preview import PreviewServer, SourceView
+from vtn_edge.monitor.site import load_site
 from vtn_edge.monitor.snapshots import SnapshotKeeper, check_folder
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
@@ -56,6 +57,7 @@ class MonitorConfig:
     clips: ClipOptions | None = None
     snapshots: Path | None = None
     policy: LabelPolicy = MONITOR_POLICY
+    camera_policies: list[LabelPolicy] | None = None  # one per source (a site file's cameras), else `policy`
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
     duration_s: float | None = None
@@ -174,7 +176,8 @@ class Monitor:
             for name in names:  # a consumer that connects later sees every camera, idle ones too
                 self.mqtt.publish_state(name, None, None, time.time())
         options = config.compile_options or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
-        self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=config.policy)
+        policy = config.camera_policies or config.policy
+        self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=policy)
         self._closers.append(self.recognizer.close)
         self.recognizer.on_prediction(self._on_prediction)
         self._wake = threading.Event()
@@ -361,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtsp_monitor.py",
         description="Watch cameras, label every frame, publish action events (JSON lines, MQTT).",
     )
-    p.add_argument("--model", type=Path, required=True, help="model directory from `converter build`")
-    p.add_argument("--source", action="append", required=True, help="RTSP/HTTP URL, video file or camera index")
+    p.add_argument("--config", type=Path, help="a site file (TOML) with the settings and cameras; flags override it")
+    p.add_argument("--model", type=Path, help="model directory from `converter build`")
+    p.add_argument("--source", action="append", help="RTSP/HTTP URL, video file or camera index")
     p.add_argument("--name", action="append", default=[], help="a name per --source (default cam0, cam1, ...)")
     p.add_argument("--labels", type=Path, help="labels file, for Open Model Zoo IR pairs")
     out = p.add_argument_group("events")
@@ -402,7 +406,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def apply_site(args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """The site file's settings where no flag was given; its cameras unless --source was."""
+    args.camera_policies = None
+    if args.config is None:
+        return args
+    site = load_site(args.config)
+    quiet = build_parser()
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    explicit = vars(quiet.parse_known_args(argv)[0]).keys()
+    types = {action.dest: action.type for action in quiet._actions}
+    for dest, value in site.settings.items():
+        if dest not in explicit:
+            convert = types.get(dest)
+            setattr(args, dest, convert(value) if convert is not None and isinstance(value, str) else value)
+    if "source" not in explicit and site.cameras:
+        args.source = [c.source for c in site.cameras]
+        args.name = [c.name for c in site.cameras]
+        args.camera_policies = [
+            policy_from_flags(
+                c.policy.get("smoothing", args.smoothing),
+                c.policy.get("threshold", args.threshold),
+                c.policy.get("hold", args.hold),
+            )
+            for c in site.cameras
+        ]
+    return args
+
+
 def config_from_args(args: argparse.Namespace) -> MonitorConfig:
+    if args.model is None:
+        raise VtnEdgeError("give --model (or `model` in the site file): a directory from `converter build`")
+    if not args.source:
+        raise VtnEdgeError("give at least one --source (or [[camera]] tables in the site file)")
     streams = len(args.source)
     return MonitorConfig(
         model=args.model,
@@ -420,6 +457,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         clips=ClipOptions(args.save_clips, args.clip_before, args.clip_after) if args.save_clips else None,
         snapshots=args.snapshots,
         policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
+        camera_policies=getattr(args, "camera_policies", None),
         live=LiveOptions(
             open_timeout_s=args.open_timeout,
             read_timeout_s=args.read_timeout,
@@ -438,6 +476,11 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args = apply_site(args, argv)
+    except VtnEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
 

@@ -1,0 +1,98 @@
+"""The monitor's site file (`--config site.toml`): what it sets, what flags override, what it refuses."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from vtn_edge.monitor.app import apply_site, build_parser
+from vtn_edge.monitor.site import SiteError, load_site
+
+SITE = """\
+model = "models/int8"
+events = "events.jsonl"
+threshold = 0.7
+pace = false
+[mqtt]
+url = "mqtt://broker.lan:1883/site1/vtn"
+ha_discovery = true
+[clips]
+folder = "clips"
+before = 2
+[[camera]]
+name = "door"
+source = "rtsp://10.0.0.21:554/stream1"
+threshold = 0.6
+hold = 0.5
+[[camera]]
+name = "till"
+source = "rtsp://10.0.0.22:554/stream1"
+"""
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "site.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _args(argv: list[str]):
+    return apply_site(build_parser().parse_args(argv), argv)
+
+
+def test_a_site_file_sets_what_the_flags_would(tmp_path):
+    path = _write(tmp_path, SITE)
+    args = _args(["--config", str(path)])
+    assert args.model == tmp_path / "models/int8" and args.events == tmp_path / "events.jsonl"
+    assert (args.mqtt, args.ha_discovery) == ("mqtt://broker.lan:1883/site1/vtn", "homeassistant")
+    assert (args.save_clips, args.clip_before, args.clip_after) == (tmp_path / "clips", 2, 3.0)
+    assert args.no_pace is True and args.threshold == 0.7
+    assert args.source == ["rtsp://10.0.0.21:554/stream1", "rtsp://10.0.0.22:554/stream1"]
+    assert args.name == ["door", "till"]
+    door, till = args.camera_policies
+    assert (door.threshold, door.hold_seconds) == (0.6, 0.5)
+    assert (till.threshold, till.hold_seconds) == (0.7, args.hold)  # the site's default, then the flag default
+
+
+def test_flags_override_the_file(tmp_path):
+    path = _write(tmp_path, SITE)
+    args = _args(["--config", str(path), "--threshold", "0.9", "--model", "other", "--source", "clip.mp4"])
+    assert args.threshold == 0.9 and str(args.model) == "other"
+    assert args.source == ["clip.mp4"] and args.name == [] and args.camera_policies is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model = \"m\"\nthreshold = = 1\n", r"site.toml: not valid TOML: .*line 2"),
+        ("model = \"m\"\n\nthresold = 0.5\n", r"site.toml, line 3: unknown key 'thresold' in the top level"),
+        ("[mqtt]\nurl = \"mqtt://h/t\"\npassword = \"x\"\n", r"line 3: unknown key 'password' in \[mqtt\]"),
+        ("threshold = \"high\"\n", r"line 1: 'threshold' must be a number, got 'high'"),
+        ("loop = 1\n", r"line 1: 'loop' must be true/false, got 1"),
+        ("smoothing = \"median\"\n", r"line 1: 'smoothing' is 'median'; choose one of: mean, ema, none"),
+        ("hold = -1\n", r"line 1: 'hold' must not be negative"),
+        ("[[camera]]\nname = \"a\"\nsource = \"0\"\nthreshold = 1.5\n", r"line 4: 'threshold' is a score between 0"),
+        ("mqtt = \"mqtt://h/t\"\n", r"line 1: 'mqtt' must be a table"),
+        ("[[camera]]\nname = \"a\"\n", r"line 1: camera 1 has no 'source'"),
+        ("[[camera]]\nname = \"a\"\nsource = \"0\"\nzoom = 2\n", r"line 4: unknown key 'zoom' in camera 1"),
+        ("[[camera]]\nname = \"a\"\nsource = \"0\"\n[[camera]]\nname = \"a\"\nsource = \"1\"\n",
+         r"line 5: two cameras are named 'a'"),
+    ],
+)  # fmt: skip
+def test_a_bad_site_file_names_the_key_and_line(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(SiteError, match=message):
+        load_site(path)
+
+
+def test_a_missing_site_file(tmp_path):
+    with pytest.raises(SiteError, match="--config .*missing.toml: cannot read it"):
+        load_site(tmp_path / "missing.toml")
+
+
+def test_the_example_site_file_loads():
+    from pathlib import Path
+
+    site = load_site(Path(__file__).resolve().parents[1] / "examples" / "site.toml")
+    assert [c.name for c in site.cameras] == ["door", "till"] and site.settings["ha_discovery"] == "homeassistant"

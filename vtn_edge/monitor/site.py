@@ -1,0 +1,196 @@
+"""The site file: `--config site.toml` says what the monitor's flags say, for a whole site.
+
+Every flag has a key (the flag's name with '_' for '-', grouped as below); cameras are
+`[[camera]]` tables with a name, a source and, where it makes sense per camera, their own label
+policy. Flags given on the command line override the file; `--source` replaces its cameras.
+Credentials never go in the file: they stay in the environment (VTN_MQTT_USERNAME/PASSWORD).
+
+    model = "ir_models/mobilenetv2-rgb-int8"
+    events = "/var/lib/vtn/events.jsonl"
+    snapshots = "/var/lib/vtn/snapshots"
+    threshold = 0.8                      # the default label policy (smoothing, threshold, hold)
+    [mqtt]
+    url = "mqtt://broker.lan:1883/site1/vtn"
+    ha_discovery = true                  # or a prefix: "homeassistant"
+    [clips]
+    folder = "/var/lib/vtn/clips"
+    [[camera]]
+    name = "door"
+    source = "rtsp://10.0.0.21:554/stream1"
+    threshold = 0.6
+    hold = 0.5
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vtn_edge.errors import VtnEdgeError
+from vtn_edge.smoothing import SMOOTHING_CHOICES
+
+_NUMBER = (int, float)
+# key -> (types, the argparse destination it sets); values are checked before anything opens
+TOP: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "model"),
+    "labels": ((str,), "labels"),
+    "events": ((str,), "events"),
+    "stdout": ((bool,), "stdout"),
+    "snapshots": ((str,), "snapshots"),
+    "metrics_port": ((int,), "metrics_port"),
+    "preview_port": ((int,), "preview_port"),
+    "bind": ((str,), "bind"),
+    "smoothing": ((str,), "smoothing"),
+    "threshold": (_NUMBER, "threshold"),
+    "hold": (_NUMBER, "hold"),
+    "loop": ((bool,), "loop"),
+    "pace": ((bool,), "no_pace"),  # inverted below
+    "open_timeout": (_NUMBER, "open_timeout"),
+    "read_timeout": (_NUMBER, "read_timeout"),
+    "max_backoff": (_NUMBER, "max_backoff"),
+    "rtsp_transport": ((str,), "rtsp_transport"),
+    "device": ((str,), "device"),
+    "threads": ((int,), "threads"),
+    "duration": (_NUMBER, "duration"),
+    "status_every": (_NUMBER, "status_every"),
+    "log_level": ((str,), "log_level"),
+}
+TABLES: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "mqtt": {
+        "url": ((str,), "mqtt"),
+        "ca": ((str,), "mqtt_ca"),
+        "cert": ((str,), "mqtt_cert"),
+        "key": ((str,), "mqtt_key"),
+        "insecure": ((bool,), "mqtt_insecure"),
+        "ha_discovery": ((bool, str), "ha_discovery"),
+    },
+    "clips": {
+        "folder": ((str,), "save_clips"),
+        "before": (_NUMBER, "clip_before"),
+        "after": (_NUMBER, "clip_after"),
+    },
+}
+CAMERA: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "source": (str,),
+    "smoothing": (str,),
+    "threshold": _NUMBER,
+    "hold": _NUMBER,
+}
+CHOICES = {"smoothing": SMOOTHING_CHOICES, "rtsp_transport": ("tcp", "udp"),
+           "log_level": ("DEBUG", "INFO", "WARNING", "ERROR")}  # fmt: skip
+_PATHS = {"model", "labels", "events", "snapshots", "save_clips", "mqtt_ca", "mqtt_cert", "mqtt_key"}
+
+
+class SiteError(VtnEdgeError):
+    """A site file that cannot describe a monitor: the message names the file, key and line."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    name: str
+    source: str
+    policy: dict[str, Any] = field(default_factory=dict)  # smoothing / threshold / hold overrides
+
+
+@dataclass(frozen=True)
+class Site:
+    path: Path
+    settings: dict[str, Any]  # argparse destination -> value
+    cameras: list[Camera]
+
+
+def load_site(path: str | Path) -> Site:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SiteError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteError(f"{path}: not valid TOML: {exc}") from None
+    where = _Locator(path, text)
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "camera":
+            continue
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise SiteError(where(key, f"'{key}' must be a table ([{key}])"))
+            for sub, sub_value in value.items():
+                _set(settings, TABLES[key], sub, sub_value, where, f"[{key}]")
+        else:
+            _set(settings, TOP, key, value, where, "the top level")
+    for dest in _PATHS & settings.keys():  # relative paths are relative to the site file
+        settings[dest] = str(path.parent / settings[dest])
+    return Site(path, settings, _cameras(data.get("camera", []), where))
+
+
+def _set(settings: dict, schema: dict, key: str, value: Any, where: _Locator, place: str) -> None:
+    if key not in schema:
+        raise SiteError(where(key, f"unknown key '{key}' in {place} (known: {', '.join(schema)})"))
+    types, dest = schema[key]
+    _check(key, value, types, where)
+    if key == "pace":
+        value = not value
+    elif key == "ha_discovery":
+        value = ("homeassistant" if value else None) if isinstance(value, bool) else value
+    settings[dest] = value
+
+
+def _check(key: str, value: Any, types: tuple[type, ...], where: _Locator) -> None:
+    wrong_type = isinstance(value, bool) and bool not in types or not isinstance(value, types)
+    if wrong_type:
+        names = {"a number" if t in _NUMBER else {bool: "true/false", str: "a string"}[t]: None for t in types}
+        kinds = " or ".join(names)
+        raise SiteError(where(key, f"'{key}' must be {kinds}, got {value!r}"))
+    if key in CHOICES and value not in CHOICES[key]:
+        raise SiteError(where(key, f"'{key}' is {value!r}; choose one of: {', '.join(CHOICES[key])}"))
+    if isinstance(value, _NUMBER) and not isinstance(value, bool) and value < 0:
+        raise SiteError(where(key, f"'{key}' must not be negative, got {value}"))
+    if key == "threshold" and not 0 <= value <= 1:
+        raise SiteError(where(key, f"'threshold' is a score between 0 and 1, got {value}"))
+
+
+def _cameras(tables: Any, where: _Locator) -> list[Camera]:
+    if not isinstance(tables, list):
+        raise SiteError(where("camera", "cameras are [[camera]] tables, one per camera"))
+    cameras, seen = [], set()
+    for number, table in enumerate(tables, start=1):
+        for key, value in table.items():
+            if key not in CAMERA:
+                raise SiteError(where(key, f"unknown key '{key}' in camera {number} (known: {', '.join(CAMERA)})"))
+            _check(key, value, CAMERA[key], where)
+        for key in ("name", "source"):
+            if key not in table:
+                raise SiteError(where("camera", f"camera {number} has no '{key}'", occurrence=number))
+        if table["name"] in seen:
+            raise SiteError(
+                where("name", f"two cameras are named {table['name']!r}", value=table["name"], occurrence=2)
+            )
+        seen.add(table["name"])
+        policy = {k: table[k] for k in ("smoothing", "threshold", "hold") if k in table}
+        cameras.append(Camera(table["name"], table["source"], policy))
+    return cameras
+
+
+class _Locator:
+    """'file, line N: message' for a key (tomllib reports lines for syntax errors only)."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def __call__(self, key: str, message: str, *, value: Any = None, occurrence: int = 1) -> str:
+        pattern = re.compile(rf"^\s*(\[\[?\s*{re.escape(key)}\s*\]\]?|{re.escape(key)}\s*=)")
+        hits = [
+            i for i, line in enumerate(self.lines, start=1)
+            if pattern.match(line) and (value is None or repr(value)[1:-1] in line)
+        ]  # fmt: skip
+        line = hits[min(occurrence, len(hits)) - 1] if hits else None
+        return f"{self.path}" + (f", line {line}" if line else "") + f": {message}"
