@@ -27,7 +27,8 @@ import torch
 
 from converter.build import BuildOptions, build
 from converter.checkpoints import save_checkpoint
-from converter.ir_import import constant_value, float_reference, import_vtn, read_ir
+from converter.ir_graph import constant_value, float_reference, read_ir
+from converter.ir_import import import_vtn
 from vtn_edge.preprocess import center_crop_resize, normalize
 from vtn_edge.report import format_table
 

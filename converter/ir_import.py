@@ -1,11 +1,11 @@
 """OpenVINO IR -> our torch VTN: start from Intel's trained Open Model Zoo VTNs (or our own
 `--interface omz` builds) and fine-tune them.
 
-The IR is read with OpenVINO and its constant subgraphs folded, so every weight is one constant
-whatever the precision: FP32, FP16 (Convert) and FP16-INT8 (int8 Constant, Convert, zero point,
-scale, or FakeQuantize on constants) all come out as float arrays. Quantisation of activations
-(FakeQuantize on non-constant inputs) is dropped: the torch model is float, the build quantises
-again.
+The IR is read with its constant subgraphs folded (`converter.ir_graph`), so every weight is one
+constant whatever the precision: FP32, FP16 (Convert) and FP16-INT8 (int8 Constant, Convert, zero
+point, scale, or FakeQuantize on constants) all come out as float arrays. Quantisation of
+activations (FakeQuantize on non-constant inputs) is dropped: the torch model is float, the build
+quantises again.
 
 Encoder: convolutions are taken in graph order and matched to our modules by shape. The IRs fold
 batch norm into each convolution; we carry the folded scale in the convolution's weight and the
@@ -27,36 +27,31 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
-from openvino.passes import ConstantFolding, Manager
 
 from converter.checkpoints import save_checkpoint, sha256_file
 from converter.config import EMBED_DIM, VTNConfig
+from converter.ir_graph import (
+    ELEMENTWISE,
+    PASS_THROUGH,
+    ConvLayer,
+    IRImportError,
+    batch_norm_after,
+    constant_value,
+    consumers,
+    conv_layers,
+    elementwise_const,
+    float_reference,
+    identity_batch_norm,
+    per_channel,
+    read_ir,
+)
 from converter.models.decoder import sinusoid_table
 from converter.models.vtn import VTN, FrameEncoder
-from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import IMAGENET_STD, LABELS_NAME, Preprocessing, read_labels
 from vtn_edge.preprocess import normalize
 
 IMPORTABLE_ARCHS = ("mobilenetv2", "resnet18", "resnet34")
 HEADS = 8
-BN_EPS = 1e-5
-_ELEMENTWISE = ("Add", "Subtract", "Multiply", "Divide")
-_PASS_THROUGH = ("FakeQuantize", "Convert")
-
-
-class IRImportError(VtnEdgeError):
-    """An IR that is not a VTN encoder/decoder this import can map onto our model."""
-
-
-@dataclass(frozen=True)
-class ConvLayer:
-    """One convolution of an IR with its folded per-channel affine and what follows it."""
-
-    name: str
-    weight: np.ndarray  # [O, I/groups, *kernel]
-    bias: np.ndarray  # [O]
-    activation: str | None  # "relu", "relu6" or None
-    input_spatial: int  # height of its input (1 after global pooling)
 
 
 @dataclass(frozen=True)
@@ -74,134 +69,6 @@ class ImportedDecoder:
     num_classes: int
     centre_window: bool
     state: dict[str, torch.Tensor]  # "decoder.*" and "fc.*" keys, as in VTN
-
-
-# ---------------------------------------------------------------- reading an IR
-def read_ir(path: str | Path) -> ov.Model:
-    """The IR with its constant subgraphs folded into single constants."""
-    path = Path(path)
-    if not path.is_file():
-        raise IRImportError(f"{path} does not exist")
-    try:
-        model = ov.Core().read_model(str(path))
-    except RuntimeError as exc:
-        raise IRImportError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from None
-    manager = Manager()
-    manager.register_pass(ConstantFolding())
-    manager.run_passes(model)
-    _freeze_constant_subgraphs(model)
-    return model
-
-
-def _freeze_constant_subgraphs(model: ov.Model) -> None:
-    """Evaluate what constant folding keeps on purpose (frontends mark dequantisation subgraphs
-    so that the plugin can run them in int8) and put the values in as constants."""
-    constant: set[str] = set()
-    frontier = []
-    for op in model.get_ordered_ops():  # topological: inputs come first
-        inputs = [op.input_value(i) for i in range(op.get_input_size())]
-        if op.get_type_name() == "Constant" or (
-            inputs and op.get_type_name() != "Parameter" and all(v.get_node().get_name() in constant for v in inputs)
-        ):
-            constant.add(op.get_name())
-            continue
-        frontier += [
-            v for v in inputs if v.get_node().get_name() in constant and v.get_node().get_type_name() != "Constant"
-        ]
-    if not frontier:
-        return
-    values = ov.Core().compile_model(ov.Model(frontier, [], "weights"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({})
-    for i, value in enumerate(frontier):
-        value.replace(ov.op.Constant(np.ascontiguousarray(values[i])).output(0))
-
-
-def constant_value(value: ov.Output) -> np.ndarray | None:
-    node = value.get_node()
-    while node.get_type_name() == "Convert":
-        node = node.input_value(0).get_node()
-    if node.get_type_name() != "Constant":
-        return None
-    return np.array(node.get_data(), dtype=np.float32)
-
-
-def _consumers(node: ov.Node) -> list[ov.Node]:
-    return [t.get_node() for t in node.output(0).get_target_inputs()]
-
-
-def _elementwise_const(node: ov.Node) -> tuple[int, np.ndarray] | None:
-    """(index of the data input, the constant) for an elementwise op with one constant input."""
-    for data, other in ((0, 1), (1, 0)):
-        value = constant_value(node.input_value(other))
-        if value is not None and constant_value(node.input_value(data)) is None:
-            return data, value
-    return None
-
-
-def _per_channel(value: np.ndarray, channels: int, axis: int) -> np.ndarray | None:
-    """A constant that broadcasts along one channel axis only, as a [channels] vector."""
-    if value.size == 1:
-        return np.full(channels, float(value.reshape(-1)[0]), dtype=np.float32)
-    if value.size == channels and value.ndim > axis and value.shape[axis] == channels:
-        return value.reshape(-1)
-    return None
-
-
-def conv_layers(model: ov.Model) -> list[ConvLayer]:
-    """Every convolution in graph order, with the constant affine ops after it folded in."""
-    layers = []
-    for op in model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind not in ("Convolution", "GroupConvolution"):
-            continue
-        weight = constant_value(op.input_value(1))
-        if weight is None:
-            raise IRImportError(f"layer {op.get_friendly_name()}: its weights are not constant")
-        if kind == "GroupConvolution":  # [G, O/G, I/G, *k] -> [O, I/G, *k]
-            weight = weight.reshape(weight.shape[0] * weight.shape[1], *weight.shape[2:])
-        scale = np.ones(weight.shape[0], np.float32)
-        bias = np.zeros(weight.shape[0], np.float32)
-        node = op
-        while len(_consumers(node)) == 1 and _consumers(node)[0].get_type_name() in _ELEMENTWISE:
-            nxt = _consumers(node)[0]
-            found = _elementwise_const(nxt)
-            vector = _per_channel(found[1], weight.shape[0], 1) if found else None
-            if vector is None or (nxt.get_type_name() in ("Subtract", "Divide") and found[0] != 0):
-                break  # a residual add, or not a per-channel constant
-            kind_next = nxt.get_type_name()
-            if kind_next == "Add":
-                bias = bias + vector
-            elif kind_next == "Subtract":
-                bias = bias - vector
-            elif kind_next == "Multiply":
-                scale, bias = scale * vector, bias * vector
-            else:
-                scale, bias = scale / vector, bias / vector
-            node = nxt
-        weight = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
-        layers.append(ConvLayer(op.get_friendly_name(), weight, bias, _activation(node), _spatial(op)))
-    return layers
-
-
-def _activation(node: ov.Node) -> str | None:
-    seen = node
-    while True:
-        nexts = _consumers(seen)
-        if len(nexts) != 1:
-            return None
-        seen = nexts[0]
-        kind = seen.get_type_name()
-        if kind == "Relu":
-            return "relu"
-        if kind == "Clamp":
-            attrs = seen.get_attributes()
-            return "relu6" if attrs["min"] == 0 and attrs["max"] == 6 else None
-        if kind not in _PASS_THROUGH:
-            return None
-
-
-def _spatial(op: ov.Node) -> int:
-    shape = op.get_input_partial_shape(0)
-    return shape[2].get_length() if shape.rank.get_length() == 4 and shape[2].is_static else 0
 
 
 # ---------------------------------------------------------------- the encoder
@@ -257,12 +124,12 @@ def _input_affine(model: ov.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     while value.get_node().get_type_name() != "Parameter":
         node = value.get_node()
         kind = node.get_type_name()
-        if kind in _PASS_THROUGH:
+        if kind in PASS_THROUGH:
             value = node.input_value(0)
             continue
-        if kind in _ELEMENTWISE:
-            found = _elementwise_const(node)
-            vector = _per_channel(found[1], 3, 1) if found else None
+        if kind in ELEMENTWISE:
+            found = elementwise_const(node)
+            vector = per_channel(found[1], 3, 1) if found else None
             if vector is not None and (kind in ("Add", "Multiply") or found[0] == 0):
                 v = vector[perm]
                 if kind == "Add":
@@ -364,28 +231,6 @@ def _fold_input(model: ov.Model, weight: np.ndarray) -> tuple[np.ndarray, tuple[
     return folded, (mean[0], mean[1], mean[2])
 
 
-def batch_norm_after(module: torch.nn.Module) -> dict[str, str]:
-    """Each convolution's batch norm (names relative to `module`): the next BatchNorm2d in module order."""
-    pairs, pending = {}, None
-    for name, child in module.named_modules():
-        if isinstance(child, torch.nn.Conv2d):
-            pending = name
-        elif isinstance(child, torch.nn.BatchNorm2d) and pending is not None:
-            pairs[pending], pending = name, None
-    return pairs
-
-
-def identity_batch_norm(name: str, shift: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A batch norm that adds `shift` and otherwise passes its input through (in eval mode)."""
-    channels = shift.shape[0]
-    return {
-        f"{name}.weight": torch.ones(channels),
-        f"{name}.bias": shift.float(),
-        f"{name}.running_mean": torch.zeros(channels),
-        f"{name}.running_var": torch.full((channels,), 1 - BN_EPS),
-    }
-
-
 # ---------------------------------------------------------------- the decoder
 _ATTENTION = ("ScaledDotProductAttention", "Softmax")
 _LAYOUT = ("Transpose", "Reshape", "Squeeze", "Unsqueeze")
@@ -395,7 +240,7 @@ def _projection_weight(value: ov.Output, source: str) -> np.ndarray:
     """Walk up from an attention input through layout ops to the MatMul with a constant weight;
     that weight as our [heads, d, d_k] parameter."""
     node = value.get_node()
-    while node.get_type_name() in _LAYOUT + _PASS_THROUGH:
+    while node.get_type_name() in _LAYOUT + PASS_THROUGH:
         node = node.input_value(0).get_node()
     if node.get_type_name() != "MatMul":
         raise IRImportError(
@@ -419,9 +264,9 @@ def _attention_inputs(node: ov.Node, source: str) -> tuple[ov.Output, ov.Output,
     if node.get_type_name() == "ScaledDotProductAttention":
         return node.input_value(0), node.input_value(1), node.input_value(2)
     scores = node.input_value(0).get_node()
-    while scores.get_type_name() in ("Multiply", "Divide", "Add") + _PASS_THROUGH:
+    while scores.get_type_name() in ("Multiply", "Divide", "Add") + PASS_THROUGH:
         scores = scores.input_value(0).get_node()
-    apply = _consumers(node)
+    apply = consumers(node)
     if scores.get_type_name() != "MatMul" or len(apply) != 1 or apply[0].get_type_name() != "MatMul":
         raise IRImportError(f"{source}: softmax {node.get_friendly_name()} is not between two MatMuls (attention)")
     return scores.input_value(0), scores.input_value(1), apply[0].input_value(1)
@@ -457,7 +302,7 @@ def import_decoder(path: str | Path) -> ImportedDecoder:
             c
             for op in ops
             if op.get_type_name() == "Add"
-            and (found := _elementwise_const(op))
+            and (found := elementwise_const(op))
             and (c := found[1]).size == window * EMBED_DIM
         ),
         None,
@@ -492,7 +337,7 @@ def _classifier(model: ov.Model, source: str) -> dict[str, torch.Tensor]:
     if node.get_type_name() == "ReduceMean":
         node = node.input_value(0).get_node()
     bias = None
-    if node.get_type_name() == "Add" and (found := _elementwise_const(node)):
+    if node.get_type_name() == "Add" and (found := elementwise_const(node)):
         bias, node = found[1].reshape(-1), node.input_value(found[0]).get_node()
     weight = constant_value(node.input_value(1)) if node.get_type_name() == "MatMul" else None
     if weight is None or weight.ndim != 2:
@@ -556,14 +401,6 @@ def import_vtn(
     if decoder is not None:
         metadata.update(decoder="imported", decoder_ir_sha256=sha256_file(decoder))
     return ImportResult(model.eval(), dec is not None, metadata)
-
-
-def float_reference(model: ov.Model) -> ov.Model:
-    """The IR without its activation quantisation: the float arithmetic an import reproduces."""
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "FakeQuantize" and constant_value(op.input_value(0)) is None:
-            op.output(0).replace(op.input_value(0))
-    return model
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """ImageNet MobileNetV2 weights from a TFLite file (the only real pretrained encoder offline).
 
-OpenVINO reads .tflite directly; `converter.ir_import` folds each convolution's int8 weights,
-scales and bias into float arrays, in graph order, and we copy them into our torchvision-named
+OpenVINO reads .tflite directly; the same reader as `converter import` folds each convolution's int8 weights,
+scales and bias into float arrays, in graph order (`converter.ir_graph`), and we copy them into our torchvision-named
 MobileNetV2. TFLite folds batch norm into the convolutions, so our batch norms become the
 identity plus the folded bias (the same rule as an imported Open Model Zoo encoder).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from converter.ir_import import IRImportError, batch_norm_after, conv_layers, identity_batch_norm, read_ir
+from converter.ir_graph import IRImportError, batch_norm_after, conv_layers, identity_batch_norm, read_ir
 from converter.models.encoders import MobileNetV2
 from vtn_edge.errors import VtnEdgeError
 

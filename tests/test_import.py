@@ -17,14 +17,8 @@ from converter.build import BuildOptions, build  # noqa: E402
 from converter.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from converter.cli import main as converter_main  # noqa: E402
 from converter.config import VTNConfig  # noqa: E402
-from converter.ir_import import (  # noqa: E402
-    IRImportError,
-    float_reference,
-    import_decoder,
-    import_encoder,
-    import_vtn,
-    read_ir,
-)
+from converter.ir_graph import float_reference, read_ir  # noqa: E402
+from converter.ir_import import IRImportError, import_decoder, import_encoder, import_vtn  # noqa: E402
 from converter.models.vtn import VTN  # noqa: E402
 from vtn_edge.preprocess import center_crop_resize, normalize  # noqa: E402
 
