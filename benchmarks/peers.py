@@ -20,7 +20,7 @@ import numpy as np
 
 from vtn_edge import StreamingRecognizer, load_model
 from vtn_edge.model import CompileOptions, compile_pair
-from vtn_edge.preprocess import center_crop_resize, normalize
+from vtn_edge.preprocess import center_crop_resize, encoder_frame, normalize
 from vtn_edge.report import format_table
 from vtn_edge.video import read_frames
 
@@ -40,9 +40,10 @@ def omz_schedule(model, frames):
     encoder, decoder = compile_pair(model, CompileOptions())
     enc, dec = encoder.create_infer_request(), decoder.create_infer_request()
     pre, window = model.manifest.preprocessing, deque(maxlen=model.manifest.seq_len)
+    interface = model.manifest.interface
     t0 = time.perf_counter()
     for f in frames:
-        window.append(enc.infer([center_crop_resize(f, pre)[None]])[0].reshape(-1).copy())
+        window.append(enc.infer([encoder_frame(center_crop_resize(f, pre), interface)])[0].reshape(-1).copy())
         if len(window) == window.maxlen:
             dec.infer([np.stack(window)[None]])
     return len(frames) / (time.perf_counter() - t0)

@@ -30,7 +30,7 @@ def run(model: Path, clip: Path, streams: int, seconds: float) -> tuple[int, flo
     )
     monitor = Monitor(config)
     summary = monitor.run(threading.Event())
-    read = sum(st.source.stats.frames_read for st in monitor.states)
+    read = sum(st.source.stats.frames_read for st in monitor.cameras)
     labelled = sum(s.frames for s in summary.sources)
     dropped = sum(s.dropped for s in summary.sources)
     return streams, labelled / summary.seconds, read, dropped, 100 * dropped / max(read, 1)

@@ -27,7 +27,7 @@ from converter.progress import progress
 from converter.quantize import quantize, quantize_with_accuracy_control
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
-from vtn_edge.preprocess import normalize
+from vtn_edge.preprocess import encoder_inputs, normalize
 from vtn_edge.report import format_table
 
 log = logging.getLogger(__name__)
@@ -176,16 +176,6 @@ def torch_reference(model: VTN, clips: list[np.ndarray]) -> tuple[np.ndarray, np
         embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
         logits = model.split()[1](embeddings)
     return embeddings.numpy(), logits.numpy()
-
-
-def encoder_inputs(clip: np.ndarray, manifest: Manifest) -> list[tuple[np.ndarray, ...]]:
-    """The encoder's inputs for each sampled frame of a clip, as the runtime feeds them."""
-    frames = clip[:, None]  # [T, 1, S, S, 3] uint8 BGR, NHWC
-    if manifest.interface == "omz":
-        frames = np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3), dtype=np.float32)
-    if manifest.modality == "rgb":
-        return [(f,) for f in frames]
-    return [(frames[t], frames[t - 1]) for t in range(1, len(frames))]
 
 
 def ir_embeddings(compiled: ov.CompiledModel, clip: np.ndarray, manifest: Manifest) -> np.ndarray:

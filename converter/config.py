@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from vtn_edge.errors import VtnEdgeError
-from vtn_edge.metadata import Preprocessing
+from vtn_edge.metadata import Preprocessing, decoder_length, uses_frame_pairs
 
 ARCHS = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "se_resnext101_32x4d")
 MODALITIES = ("rgb", "rgbdiff", "stacked", "two_stream")
@@ -64,12 +64,12 @@ class VTNConfig:
 
     @property
     def uses_difference(self) -> bool:
-        return self.modality in ("rgbdiff", "stacked")
+        return uses_frame_pairs(self.modality)
 
     @property
     def seq_len(self) -> int:
-        """Embeddings the decoder sees per window: a window of N frames has N-1 differences."""
-        return self.window - 1 if self.uses_difference else self.window
+        """Embeddings the decoder sees per window (the runtime's rule, `decoder_length`)."""
+        return decoder_length(self.modality, self.window)
 
     @property
     def in_chans(self) -> int:

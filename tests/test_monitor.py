@@ -134,7 +134,7 @@ def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosq
 
         kind, body = get(f"http://127.0.0.1:{metrics_port}/metrics")
         text = body.decode()
-        frames = [line for line in text.splitlines() if line.startswith('vtn_frames_total{source="cam0"}')]
+        frames = [line for line in text.splitlines() if line.startswith('vtn_frames_total{source="cam0",zone=""}')]
         assert frames and float(frames[0].split()[-1]) > 0
         for name in (
             "vtn_frames_per_second",
@@ -183,6 +183,32 @@ def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosq
     ok, frame = capture.read()
     assert ok and frame.shape == (240, 320, 3) and capture.get(cv2.CAP_PROP_FRAME_COUNT) >= 10
     capture.release()
+    # a clip whose "after" part passed before shutdown spans 1 s before the event to 0.5 s after it
+    whole = [e for e in events if e["event"] == "end" and e["reason"] == "label_changed"]
+    whole = [e for e in whole if _seconds(e["end_time"]) + 0.6 < _seconds(events[-1]["end_time"])]
+    for event in whole:
+        capture = cv2.VideoCapture(event["clip"])
+        clip_s = capture.get(cv2.CAP_PROP_FRAME_COUNT) / capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        assert abs(clip_s - (1.0 + event["duration_s"] + 0.5)) <= 3 / 25, (clip_s, event)  # a frame or two
+
+
+def _seconds(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_event_times_follow_the_files_clock_when_it_is_read_faster_than_real_time(tmp_path, shared_data):
+    mon = Monitor(tmp_path, "--source", str(shared_data / "videos" / CLIP), "--no-pace", "--loop", "--duration", "4")
+    assert mon.proc.wait(60) == 0, mon.log()
+    events = mon.events()
+    assert_complete(events)
+    starts = [_seconds(e["start_time"]) for e in events if e["event"] == "start"]
+    ends = [_seconds(e["end_time"]) for e in events if e["event"] == "end"]
+    # 4 s of reading as fast as the file decodes are many more seconds of the file's own time
+    assert max(ends) - min(starts) > 8, mon.log()
+    assert all(b - a > -1e-3 for a, b in zip(starts, starts[1:]))  # in order: a loop continues the clock
 
 
 def test_reconnects_when_the_camera_dies_and_comes_back_at_another_size(tmp_path, rtsp, shared_data):
@@ -300,7 +326,8 @@ def test_a_late_subscriber_sees_retained_state_and_availability_and_the_last_wil
         for topic, camera in (("site/vtn/door/state", "door"), ("site/vtn/yard_back/state", "yard/back")):
             payload, retained = late.on(topic)[0]
             state = json.loads(payload)
-            assert retained and state["camera"] == camera and set(state) == {"camera", "label", "score", "since"}
+            assert retained and state["camera"] == camera and state["zone"] is None
+            assert set(state) == {"camera", "zone", "label", "score", "since"}
             assert state["label"] is None or state["label"] in {e["label"] for e in mon.events()}
         late.close()
         watcher = Subscriber(broker.port, "site/vtn/status")
@@ -378,9 +405,8 @@ def test_each_event_gets_a_snapshot_on_disk_and_over_mqtt(tmp_path, shared_data,
     broker.stop()
 
 
-def test_a_site_file_runs_two_cameras_with_their_own_policies(tmp_path, shared_data, mosquitto_ok):
+def test_a_site_file_runs_two_cameras_one_with_two_zones(tmp_path, rtsp, shared_data, mosquitto_ok):
     broker = Broker(tmp_path).start()
-    videos = shared_data / "videos"
     site = tmp_path / "site.toml"
     site.write_text(
         f"""
@@ -391,30 +417,52 @@ def test_a_site_file_runs_two_cameras_with_their_own_policies(tmp_path, shared_d
         hold = 0.0
         [mqtt]
         url = "mqtt://127.0.0.1:{broker.port}/site1/vtn"
+        ha_discovery = true
         [[camera]]
         name = "door"
-        source = "{videos / CLIP}"
+        source = "{rtsp.url}"
+        [[camera.zone]]
+        name = "left"
+        box = [0.0, 0.0, 0.5, 1.0]
+        [[camera.zone]]
+        name = "right"
+        box = [0.5, 0.25, 0.5, 0.75]
         [[camera]]
         name = "till"
-        source = "{videos / OTHER_CLIP}"
+        source = "{shared_data / "videos" / OTHER_CLIP}"
         hold = 600.0
         """.replace("\n        ", "\n")
     )
     mon = Monitor(tmp_path, "--config", str(site))  # the helper's --events, --threshold 0, --hold 0: flags win
     try:
-        mon.wait_for(lambda: any(e["event"] == "end" for e in mon.events()), "an event from the site file's cameras")
+        ended = lambda zone: any(e["event"] == "end" and e["zone"] == zone for e in mon.events())  # noqa: E731
+        mon.wait_for(lambda: ended("left") and ended("right"), "an ended event in each of door's zones")
+        _check_home_assistant_discovery(broker.port, "site1/vtn/status", {
+            "door left": "site1/vtn/door/left/state", "door right": "site1/vtn/door/right/state",
+            "till": "site1/vtn/till/state",
+        })  # fmt: skip
+        late = Subscriber(broker.port, "site1/vtn/#")  # connected after the monitor: retained messages only
+        topics = {"site1/vtn/door/left/state", "site1/vtn/door/right/state", "site1/vtn/till/state"}
+        deadline = time.monotonic() + 5
+        while not topics <= {t for t, _, _ in late.received} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        states = {t: json.loads(p) for t, p, retained in late.received if t.endswith("/state") and retained}
+        assert set(states) == topics  # no state for door's whole frame: it has zones
+        assert [states[t]["zone"] for t in sorted(topics)] == ["left", "right", None]
+        assert {t for t, _, r in late.received if t.endswith("/snapshot") and r} <= {
+            "site1/vtn/door/left/snapshot", "site1/vtn/door/right/snapshot"
+        }  # fmt: skip
+        late.close()
     finally:
         code, _ = mon.terminate()
     assert code == 0, mon.log()
     events = mon.events()
-    assert {e["source"] for e in events} == {"door"}  # till's own hold (600 s) keeps every label back there
-    assert all(Path(e["snapshot"]).parent == tmp_path / "snaps" for e in events)
-    late = Subscriber(broker.port, "site1/vtn/+/state")
-    deadline = time.monotonic() + 5
-    while len({t for t, _, _ in late.received}) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert {t for t, _, _ in late.received} == {"site1/vtn/door/state", "site1/vtn/till/state"}
-    late.close()
+    assert_complete(events)
+    assert {(e["source"], e["zone"]) for e in events} == {("door", "left"), ("door", "right")}  # till: hold 600 s
+    for event in events:
+        assert event["id"].startswith(f"door-{event['zone']}-")
+        image = cv2.imread(event["snapshot"])  # the whole frame, the zone drawn on it
+        assert Path(event["snapshot"]).parent == tmp_path / "snaps" and image.shape[:2] == (240, 320)
     broker.stop()
 
 

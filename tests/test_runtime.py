@@ -15,9 +15,9 @@ import pytest
 
 from vtn_edge import CompileOptions, LabelPolicy, StreamingRecognizer, load_model
 from vtn_edge.errors import FrameError, ModelError, SourceError, VtnEdgeError
-from vtn_edge.metrics import softmax
 from vtn_edge.model import compile_pair
 from vtn_edge.preprocess import center_crop_resize
+from vtn_edge.smoothing import softmax
 from vtn_edge.video import count_frames, read_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

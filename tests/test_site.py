@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from vtn_edge.monitor.app import apply_site, build_parser
+from vtn_edge.monitor.cli import apply_site, build_parser
 from vtn_edge.monitor.site import SiteError, load_site
 
 SITE = """\
@@ -28,7 +28,17 @@ hold = 0.5
 [[camera]]
 name = "till"
 source = "rtsp://10.0.0.22:554/stream1"
+[[camera.zone]]
+name = "counter"
+box = [0.0, 0.0, 0.5, 1.0]
+[[camera.zone]]
+name = "drawer"
+box = [0.5, 0.5, 0.5, 0.5]
+hold = 1.5
 """
+
+
+ZONE = '[[camera]]\nname = "a"\nsource = "0"\n[[camera.zone]]\nname = "z"\n'  # lines 1-5
 
 
 def _write(tmp_path, text: str):
@@ -53,13 +63,17 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
     door, till = args.camera_policies
     assert (door.threshold, door.hold_seconds) == (0.6, 0.5)
     assert (till.threshold, till.hold_seconds) == (0.7, args.hold)  # the site's default, then the flag default
+    assert args.zones[0] == []  # door: the whole frame
+    counter, drawer = args.zones[1]
+    assert (counter.name, counter.box, counter.policy) == ("counter", (0.0, 0.0, 0.5, 1.0), None)  # till's policy
+    assert drawer.box == (0.5, 0.5, 0.5, 0.5) and (drawer.policy.threshold, drawer.policy.hold_seconds) == (0.7, 1.5)
 
 
 def test_flags_override_the_file(tmp_path):
     path = _write(tmp_path, SITE)
     args = _args(["--config", str(path), "--threshold", "0.9", "--model", "other", "--source", "clip.mp4"])
     assert args.threshold == 0.9 and str(args.model) == "other"
-    assert args.source == ["clip.mp4"] and args.name == [] and args.camera_policies is None
+    assert args.source == ["clip.mp4"] and args.name == [] and args.camera_policies is None and args.zones is None
 
 
 @pytest.mark.parametrize(
@@ -78,6 +92,14 @@ def test_flags_override_the_file(tmp_path):
         ("[[camera]]\nname = \"a\"\nsource = \"0\"\nzoom = 2\n", r"line 4: unknown key 'zoom' in camera 1"),
         ("[[camera]]\nname = \"a\"\nsource = \"0\"\n[[camera]]\nname = \"a\"\nsource = \"1\"\n",
          r"line 5: two cameras are named 'a'"),
+        (ZONE + "box = [0.5, 0.0, 0.6, 1.0]\n", r"line 6: 'box' of zone 1 of camera 'a' reaches outside the frame"),
+        (ZONE + "box = [0.0, 0.0, 0.0, 1.0]\n", r"line 6: 'box' of zone 1 of camera 'a' has no area"),
+        (ZONE + "box = [0.0, 0.0, 1.0]\n", r"line 6: 'box' of zone 1 of camera 'a' must be \[x, y, width, height\]"),
+        (ZONE + "box = [0, 0, \"half\", 1]\n", r"line 6: 'box' of zone 1 of camera 'a' must hold four numbers"),
+        (ZONE + "\n", r"line 4: zone 1 of camera 'a' has no 'box'"),
+        (ZONE + "box = [0, 0, 1, 1]\nzoom = 2\n", r"line 7: unknown key 'zoom' in zone 1 of camera 'a'"),
+        (ZONE + "box = [0, 0, 1, 1]\n[[camera.zone]]\nname = \"z\"\nbox = [0, 0, 1, 1]\n",
+         r"line 8: camera 'a' has two zones named 'z'"),
     ],
 )  # fmt: skip
 def test_a_bad_site_file_names_the_key_and_line(tmp_path, text, message):
@@ -96,3 +118,28 @@ def test_the_example_site_file_loads():
 
     site = load_site(Path(__file__).resolve().parents[1] / "examples" / "site.toml")
     assert [c.name for c in site.cameras] == ["door", "till"] and site.settings["ha_discovery"] == "homeassistant"
+    assert [z.name for z in site.cameras[1].zones] == ["counter", "drawer"]
+
+
+def test_zone_names_that_collide_with_a_camera_as_mqtt_ids_stop_the_monitor(tmp_path, capsys):
+    from vtn_edge.monitor.cli import main
+
+    path = _write(
+        tmp_path,
+        """\
+        model = "m"
+        [mqtt]
+        url = "mqtt://127.0.0.1:1883/site"
+        [[camera]]
+        name = "door_left"
+        source = "0"
+        [[camera]]
+        name = "door"
+        source = "1"
+        [[camera.zone]]
+        name = "left"
+        box = [0.0, 0.0, 0.5, 1.0]
+        """,
+    )
+    assert main(["--config", str(path)]) == 2
+    assert "collide as MQTT topics and ids" in capsys.readouterr().err

@@ -83,20 +83,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vtn_edge.evaluation import report_evaluation
     from vtn_edge.metrics import evaluate_dataset
     from vtn_edge.model import compile_pair, load_model
+    from vtn_edge.preprocess import encoder_inputs
 
     model = load_model(args.model, labels=args.labels)
     manifest = model.manifest
     dataset = open_dataset(args.data, labels_file=args.labels)
     encoder, decoder = compile_pair(model, _compile_options(args))
     enc, dec = encoder.create_infer_request(), decoder.create_infer_request()
-    omz = manifest.interface == "omz"
-    pairs = manifest.modality != "rgb"
 
     def predict(clip: np.ndarray) -> np.ndarray:
-        frames = clip.transpose(0, 3, 1, 2).astype(np.float32) if omz else clip
-        frames = frames[:, None]
-        inputs = [[frames[t], frames[t - 1]] for t in range(1, len(frames))] if pairs else [[f] for f in frames]
-        embeddings = np.stack([enc.infer(x)[0].reshape(-1) for x in inputs])
+        embeddings = np.stack([enc.infer(list(x))[0].reshape(-1) for x in encoder_inputs(clip, manifest)])
         return dec.infer([embeddings[None]])[0].reshape(-1)
 
     def progress(items):

@@ -6,6 +6,12 @@ one slot: a frame that is replaced before the consumer took it is dropped and co
 that fails or times out (dead or hung camera) closes the capture and reopens it with capped
 exponential backoff; the camera may come back at another frame size. Files play at their own
 frame rate (like a camera) and can loop.
+
+Timestamps are the stream's own (RTP timestamps for RTSP, the container's for files, as OpenCV's
+CAP_PROP_POS_MSEC reports them), placed on the wall clock by `StreamClock`: a frame that waited in
+a buffer keeps the time it was captured, not the time it was read. The burst of buffered frames a
+fresh RTSP connection (or a stall) delivers is recognised as a backlog: those frames are counted
+as `frames_backlog`, not as dropped.
 """
 
 from __future__ import annotations
@@ -41,14 +47,56 @@ class LiveOptions:
 @dataclass(frozen=True)
 class LiveFrame:
     frame: np.ndarray  # BGR uint8, owned by the consumer once taken
-    timestamp: float  # wall-clock seconds (time.time()) when it was read
+    timestamp: float  # wall-clock seconds (time.time() scale) of the frame by the stream's own clock
     connection: int  # increases on every (re)connection: a new value means the stream restarted
+    backlog: bool = False  # read from a buffer faster than real time (replacing it is no drop)
+
+
+class StreamClock:
+    """Puts a stream's own timestamps on the wall clock, one connection at a time.
+
+    Files: the first frame's read time plus the file's timestamps, so a file read faster or slower
+    than real time keeps its own timing. Live sources: the stream's timestamps plus the smallest
+    delay (read time minus stream time) seen so far, so buffered frames keep their capture times;
+    the delay estimate may grow by `relax` seconds per second (camera clocks drift) and is reset
+    when the stream's clock jumps by more than `jump_s`. A timestamp that does not increase (no
+    timestamps, a loop, a wrap) continues one frame period after the previous frame.
+    """
+
+    def __init__(self, period_s: float, live: bool, relax: float = 1e-3, jump_s: float = 5.0):
+        self.period = period_s
+        self.live = live
+        self.relax = relax
+        self.jump_s = jump_s
+        self._offset: float | None = None  # wall clock minus stream clock
+        self._last: tuple[float, float, float] | None = None  # (stream time, timestamp, read time)
+
+    def stamp(self, stream_s: float, read_at: float) -> tuple[float, bool]:
+        """(timestamp, backlog): backlog when this frame came sooner than the stream's pace allows,
+        i.e. the frame(s) just before it had waited in a buffer."""
+        backlog = False
+        if self._last is None:
+            self._offset = read_at - stream_s
+        elif stream_s <= self._last[0]:  # no (new) timestamp: one period on
+            self._offset = self._last[1] + self.period - stream_s
+        elif self.live:
+            delay = read_at - stream_s
+            relaxed = self._offset + self.relax * max(read_at - self._last[2], 0.0)
+            if abs(delay - relaxed) > self.jump_s:
+                self._offset = delay  # the stream's clock jumped: start again from now
+            else:
+                backlog = delay < self._offset - self.period / 2
+                self._offset = min(relaxed, delay)
+        timestamp = stream_s + self._offset
+        self._last = (stream_s, timestamp, read_at)
+        return timestamp, backlog
 
 
 @dataclass
 class SourceStats:
     frames_read: int = 0
     frames_dropped: int = 0  # read, then replaced by a newer frame before anyone took it
+    frames_backlog: int = 0  # replaced while a burst of buffered frames came in (not dropped)
     reconnects: int = 0
     failed_attempts: int = 0
     connected: bool = False
@@ -187,6 +235,7 @@ class LiveSource:
 
     def _read_until_failure(self, capture: cv2.VideoCapture, connection: int) -> bool:
         period = 1.0 / self.stats.fps
+        clock = StreamClock(period, live=not self.is_file)
         next_due = time.monotonic()
         read_any = False
         while not self._stop.is_set():
@@ -200,7 +249,8 @@ class LiveSource:
                 self.stats.last_error = "end of file" if self.is_file else "read failed or timed out"
                 return read_any
             read_any = True
-            self._publish(LiveFrame(frame, time.time(), connection))
+            timestamp, backlog = clock.stamp(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, time.time())
+            self._publish(LiveFrame(frame, timestamp, connection, backlog))
             if self.is_file and self.options.pace:
                 next_due += period
                 delay = next_due - time.monotonic()
@@ -216,6 +266,9 @@ class LiveSource:
         stats.size = (item.frame.shape[1], item.frame.shape[0])
         with self._lock:
             if self._newest is not None:
-                stats.frames_dropped += 1
+                if item.backlog:
+                    stats.frames_backlog += 1
+                else:
+                    stats.frames_dropped += 1
             self._newest = item
         self._wake.set()

@@ -55,6 +55,19 @@ class Preprocessing:
 
 
 MODALITIES = ("rgb", "rgbdiff", "stacked")
+PAIR_MODALITIES = ("rgbdiff", "stacked")  # the encoder sees a frame and the sampled frame before it
+
+
+def uses_frame_pairs(modality: str) -> bool:
+    """Whether the encoder of this modality sees (frame, previous sampled frame) pairs."""
+    return modality in PAIR_MODALITIES
+
+
+def decoder_length(modality: str, window: int) -> int:
+    """Embeddings per decoder window: a window of N frames has N - 1 pairs."""
+    return window - 1 if uses_frame_pairs(modality) else window
+
+
 # classes that mean "no action": the monitor never starts an event for them
 BACKGROUND_LABELS = ("none", "still")
 
@@ -83,9 +96,13 @@ class Manifest:
         return len(self.labels)
 
     @property
+    def uses_frame_pairs(self) -> bool:
+        return uses_frame_pairs(self.modality)
+
+    @property
     def seq_len(self) -> int:
-        """Embeddings per decoder window: differences of a window of frames are one fewer."""
-        return self.window - 1 if self.modality in ("rgbdiff", "stacked") else self.window
+        """Embeddings per decoder window (see `decoder_length`)."""
+        return decoder_length(self.modality, self.window)
 
     @property
     def background(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from vtn_edge.datasets import VideoDataset
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.preprocess import center_crop_resize
+from vtn_edge.smoothing import softmax
 from vtn_edge.video import read_frames, sample_indices
 
 
@@ -74,12 +75,6 @@ def compute_metrics(
         clips=int(sum(len(p) for p in segment_probs)),
         skipped=tuple(skipped),
     )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def evaluate_dataset(

@@ -3,6 +3,10 @@
 The model's view of a frame is its centre square region scaled to `input_size` (the short side
 resized to `resize_short` and then centre-cropped, done as a single resize of the matching
 source region). Colour conversion and normalisation live inside the native IR.
+
+What the encoder eats for a sampled frame is written once, here (`encoder_frame`,
+`encoder_request`, `encoder_inputs`): the streaming recognizer, `vtn_edge evaluate` and the
+build's verification all feed it through these, so the build verifies what the runtime feeds.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import FrameError
-from vtn_edge.metadata import Preprocessing
+from vtn_edge.metadata import Manifest, Preprocessing
 
 
 def as_bgr8(frame: np.ndarray) -> np.ndarray:
@@ -55,6 +59,31 @@ def center_crop_resize(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
         return np.ascontiguousarray(region)
     interp = cv2.INTER_AREA if side > 2 * size else cv2.INTER_LINEAR
     return cv2.resize(region, (size, size), interpolation=interp)
+
+
+def encoder_frame(crop: np.ndarray, interface: str) -> np.ndarray:
+    """A [S, S, 3] uint8 BGR crop as one encoder input: [1, S, S, 3] uint8 for our native IRs, or
+    [1, 3, S, S] float32 BGR 0..255 for the Open Model Zoo interface."""
+    if interface == "omz":
+        return crop.transpose(2, 0, 1)[None].astype(np.float32)
+    return crop[None]
+
+
+def encoder_request(
+    frame: np.ndarray, previous: np.ndarray | None, manifest: Manifest
+) -> tuple[np.ndarray, ...] | None:
+    """The encoder's inputs for a sampled frame (from `encoder_frame`): the frame alone, or with a
+    difference modality the frame and the sampled frame before it (None for a stream's first)."""
+    if not manifest.uses_frame_pairs:
+        return (frame,)
+    return None if previous is None else (frame, previous)
+
+
+def encoder_inputs(crops: np.ndarray, manifest: Manifest) -> list[tuple[np.ndarray, ...]]:
+    """The encoder's inputs for each sampled frame of a clip of crops [T, S, S, 3] uint8 BGR."""
+    frames = [encoder_frame(crop, manifest.interface) for crop in crops]
+    requests = [encoder_request(f, frames[t - 1] if t else None, manifest) for t, f in enumerate(frames)]
+    return [r for r in requests if r is not None]
 
 
 def normalize(frames: np.ndarray, pre: Preprocessing) -> np.ndarray:

@@ -26,27 +26,59 @@ import numpy as np
 import openvino as ov
 
 from vtn_edge.errors import FrameError, VtnEdgeError
-from vtn_edge.metrics import softmax
 from vtn_edge.model import CompileOptions, VtnModel, compile_pair, encoder_requests, load_model
-from vtn_edge.preprocess import center_crop_resize
-from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
+from vtn_edge.preprocess import center_crop_resize, encoder_frame, encoder_request
+from vtn_edge.smoothing import LabelPolicy, LabelStabilizer, softmax
 from vtn_edge.sources import open_source
 from vtn_edge.types import Prediction
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Ticket:
+    """A pushed frame waiting for its label."""
+
     index: int
     timestamp: float
     t_push: float
     embedding: int | None  # which embedding this frame waits for (None: carries the newest result)
 
 
+@dataclass(frozen=True)
+class _Result:
+    """A stream's newest decoder result, which every frame until the next one carries."""
+
+    label: str | None = None
+    score: float = 0.0
+    top_k: tuple[tuple[str, float], ...] = ()
+    window_full: bool = False
+
+
+# messages to the ordering thread
+@dataclass(frozen=True)
+class _Pushed:
+    stream: int
+    ticket: _Ticket
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    stream: int
+    k: int  # the stream's k-th embedding since its (re)start
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Sync:
+    done: threading.Event  # set once everything queued before it has been handled
+
+
 @dataclass
 class _Stream:
-    """Per-stream state. Fields below `submitted` belong to the ordering thread alone."""
+    """Per-stream state. `frames`, `submitted` and `previous_crop` belong to the caller's thread; the
+    rest to the ordering thread, which restores frame order (requests finish out of order), keeps
+    the window and publishes predictions."""
 
     index: int
     seq_len: int
@@ -55,13 +87,13 @@ class _Stream:
     frames: int = 0
     submitted: int = 0
     previous_crop: np.ndarray | None = None
-    tickets: deque = field(default_factory=deque)
-    arrived: dict = field(default_factory=dict)
-    timestamps: dict = field(default_factory=dict)
+    tickets: deque[_Ticket] = field(default_factory=deque)
+    arrived: dict[int, np.ndarray] = field(default_factory=dict)
+    timestamps: dict[int, float] = field(default_factory=dict)
     processed: int = -1
     ring: np.ndarray | None = None
-    result: tuple = (None, 0.0, (), False)
-    ready: deque = field(default_factory=deque)
+    result: _Result = _Result()
+    ready: deque[Prediction] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self.restart()
@@ -75,9 +107,34 @@ class _Stream:
         # each embedding is written twice, so the newest `seq_len` rows are always one contiguous view
         self.ring = np.zeros((2 * self.seq_len, self.dim), np.float32)
         self.stabilizer = LabelStabilizer(self.policy)
-        self.result = (None, 0.0, (), False)
+        self.result = _Result()
 
-    def append(self, k: int, embedding: np.ndarray) -> np.ndarray | None:
+    # ------------------------------------------------------------------ the ordering thread
+    def on_pushed(self, ticket: _Ticket, publish: Callable[[Prediction], None]) -> None:
+        self.tickets.append(ticket)
+        if ticket.embedding is not None:
+            self.timestamps[ticket.embedding] = ticket.timestamp
+        self._publish_ready(publish)
+
+    def on_encoded(
+        self,
+        k: int,
+        embedding: np.ndarray,
+        decode: Callable[[np.ndarray, _Stream, float], _Result],
+        publish: Callable[[Prediction], None],
+    ) -> None:
+        """Embeddings may arrive out of order: decode them in order, publishing as each lands."""
+        self.arrived[k] = embedding
+        while self.processed + 1 in self.arrived:
+            k = self.processed + 1
+            window = self._append(k, self.arrived.pop(k))
+            timestamp = self.timestamps.pop(k)
+            if window is not None:
+                self.result = decode(window, self, timestamp)
+            self.processed = k
+            self._publish_ready(publish)  # before a newer result replaces this one
+
+    def _append(self, k: int, embedding: np.ndarray) -> np.ndarray | None:
         """Add embedding k; return the window [1, T, D] once k + 1 >= T, else None."""
         slot = k % self.seq_len
         self.ring[slot] = embedding
@@ -86,6 +143,15 @@ class _Stream:
             return None
         start = (k + 1) % self.seq_len
         return self.ring[None, start : start + self.seq_len]
+
+    def _publish_ready(self, publish: Callable[[Prediction], None]) -> None:
+        while self.tickets and (self.tickets[0].embedding is None or self.tickets[0].embedding <= self.processed):
+            t = self.tickets.popleft()
+            r = self.result
+            publish(Prediction(
+                stream=self.index, frame_index=t.index, timestamp=t.timestamp, label=r.label, score=r.score,
+                top_k=r.top_k, window_full=r.window_full, latency_ms=1000 * (time.perf_counter() - t.t_push),
+            ))  # fmt: skip
 
 
 class StreamingRecognizer:
@@ -122,8 +188,6 @@ class StreamingRecognizer:
         self.top_k = max(1, min(top_k, len(self.labels)))
         self.options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
         self._pre = manifest.preprocessing
-        self._pairs = manifest.modality in ("rgbdiff", "stacked")
-        self._omz = manifest.interface == "omz"
         encoder, decoder = compile_pair(self.model, self.options)
         if requests is None:
             requests = encoder_requests(encoder)
@@ -134,7 +198,8 @@ class StreamingRecognizer:
         if len(policies) != streams:
             raise VtnEdgeError(f"{len(policies)} label policies for {streams} streams: give one, or one per stream")
         self._streams = [_Stream(i, manifest.seq_len, manifest.embed_dim, p) for i, p in enumerate(policies)]
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()  # _Pushed / _Encoded / _Sync, None to stop
+        self._published = threading.Condition()  # notified when a prediction lands in a stream's `ready`
         self._callback: Callable[[Prediction], None] | None = None
         self._error: BaseException | None = None
         self._closed = False
@@ -172,17 +237,14 @@ class StreamingRecognizer:
         ts = timestamp if timestamp is not None else time.monotonic()
         k = None
         if sampled:
-            if self._pairs:
-                previous, st.previous_crop = st.previous_crop, crop
-                inputs = None if previous is None else [crop, previous]
-            else:
-                inputs = [crop]
+            previous, st.previous_crop = st.previous_crop, crop
+            inputs = encoder_request(crop, previous, self.manifest)
             if inputs is not None:
                 k = st.submitted
                 st.submitted += 1
-        self._events.put(("frame", stream, _Ticket(index, ts, t_push, k)))
+        self._events.put(_Pushed(stream, _Ticket(index, ts, t_push, k)))
         if k is not None:
-            self._encoder.start_async(inputs, (stream, k, inputs), share_inputs=True)
+            self._encoder.start_async(list(inputs), (stream, k, inputs), share_inputs=True)
         if wait:
             self._wait_for(st, index)
         return self._drain(st)
@@ -196,7 +258,7 @@ class StreamingRecognizer:
         self._check_open()
         self._encoder.wait_all()
         done = threading.Event()
-        self._events.put(("sync", done))
+        self._events.put(_Sync(done))
         if not done.wait(timeout):
             raise VtnEdgeError(f"predictions did not arrive within {timeout} s")
         self._raise_worker_error()
@@ -237,10 +299,7 @@ class StreamingRecognizer:
 
     # ------------------------------------------------------------------ the caller's thread
     def _crop(self, frame: np.ndarray) -> np.ndarray:
-        crop = center_crop_resize(frame, self._pre)
-        if self._omz:  # the reference interface: float BGR NCHW, 0..255
-            return crop.transpose(2, 0, 1)[None].astype(np.float32)
-        return crop[None]
+        return encoder_frame(center_crop_resize(frame, self._pre), self.manifest.interface)
 
     def _stream(self, stream: int) -> _Stream:
         if not 0 <= stream < len(self._streams):
@@ -257,12 +316,12 @@ class StreamingRecognizer:
         return out
 
     def _wait_for(self, st: _Stream, index: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not (st.ready and st.ready[-1].frame_index >= index):
-            self._raise_worker_error()
-            if self._callback is not None or time.monotonic() > deadline:
-                return
-            time.sleep(0.0002)
+        if self._callback is not None:  # predictions go to the callback, not to `ready`
+            return
+        with self._published:
+            self._published.wait_for(
+                lambda: self._error is not None or (st.ready and st.ready[-1].frame_index >= index), timeout
+            )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -275,62 +334,43 @@ class StreamingRecognizer:
     # ------------------------------------------------------------------ OpenVINO's threads
     def _on_encoded(self, request: ov.InferRequest, userdata: tuple) -> None:
         stream, k, _inputs = userdata  # _inputs kept alive until here (shared, not copied)
-        self._events.put(("emb", stream, k, request.get_output_tensor(0).data.reshape(-1).copy()))
+        self._events.put(_Encoded(stream, k, request.get_output_tensor(0).data.reshape(-1).copy()))
 
     # ------------------------------------------------------------------ the ordering thread
     def _order_loop(self) -> None:
         while True:
-            event = self._events.get()
-            if event is None:
+            message = self._events.get()
+            if message is None:
                 return
             try:
-                self._handle(event)
+                self._handle(message)
             except BaseException as exc:  # surfaced to the caller on its next call
                 log.exception("ordering thread failed")
                 self._error = exc
+                with self._published:
+                    self._published.notify_all()
 
-    def _handle(self, event: tuple) -> None:
-        kind = event[0]
-        if kind == "sync":  # everything queued before it has been handled
-            event[1].set()
-            return
-        st = self._streams[event[1]]
-        if kind == "frame":
-            ticket = event[2]
-            st.tickets.append(ticket)
-            if ticket.embedding is not None:
-                st.timestamps[ticket.embedding] = ticket.timestamp
-            self._publish(st)
-            return
-        st.arrived[event[2]] = event[3]  # "emb": embeddings may arrive out of order
-        while st.processed + 1 in st.arrived:
-            k = st.processed + 1
-            self._decode(st, k, st.arrived.pop(k))
-            st.processed = k
-            self._publish(st)  # before a newer result replaces this one
+    def _handle(self, message: _Pushed | _Encoded | _Sync) -> None:
+        if isinstance(message, _Sync):
+            message.done.set()
+        elif isinstance(message, _Pushed):
+            self._streams[message.stream].on_pushed(message.ticket, self._publish)
+        else:
+            self._streams[message.stream].on_encoded(message.k, message.embedding, self._decode, self._publish)
 
-    def _decode(self, st: _Stream, k: int, embedding: np.ndarray) -> None:
-        window = st.append(k, embedding)
-        timestamp = st.timestamps.pop(k)
-        if window is None:
-            return
+    def _decode(self, window: np.ndarray, st: _Stream, timestamp: float) -> _Result:
         logits = self._decoder.infer([window], share_inputs=True)[0].reshape(-1)
         probs = softmax(logits.astype(np.float64))
         label_index, score, smoothed = st.stabilizer.update(probs, timestamp)
         top = np.argsort(-smoothed)[: self.top_k]
         top_k = tuple((self.labels[i], float(smoothed[i])) for i in top)
         label = None if label_index is None else self.labels[label_index]
-        st.result = (label, score, top_k, True)
+        return _Result(label, score, top_k, window_full=True)
 
-    def _publish(self, st: _Stream) -> None:
-        stream = st.index
-        while st.tickets and (st.tickets[0].embedding is None or st.tickets[0].embedding <= st.processed):
-            t = st.tickets.popleft()
-            label, score, top_k, full = st.result
-            prediction = Prediction(
-                stream, t.index, t.timestamp, label, score, top_k, full, 1000 * (time.perf_counter() - t.t_push)
-            )
-            if self._callback is not None:
-                self._callback(prediction)
-            else:
-                st.ready.append(prediction)
+    def _publish(self, prediction: Prediction) -> None:
+        if self._callback is not None:
+            self._callback(prediction)
+            return
+        with self._published:
+            self._streams[prediction.stream].ready.append(prediction)
+            self._published.notify_all()

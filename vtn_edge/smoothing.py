@@ -1,4 +1,4 @@
-"""Stable labels: probability smoothing, a score threshold and hysteresis. Pure and per stream."""
+"""Stable labels: logits to probabilities, smoothing, a score threshold and hysteresis. Pure, per stream."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from vtn_edge.errors import VtnEdgeError
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)

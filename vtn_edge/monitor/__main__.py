@@ -8,6 +8,6 @@ import sys
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from vtn_edge.monitor.app import main  # noqa: E402
+from vtn_edge.monitor.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -1,21 +1,22 @@
-"""The monitor: N live sources share one compiled model; labels become events, metrics, clips, preview.
+"""The monitor: N cameras share one compiled model; labels become events, metrics, clips, preview.
 
-Threads: one reader per source (newest frame only); this module's loop takes the newest frame of
-each source and pushes it to the recognizer's stream for that source; the recognizer's ordering
-thread calls back with predictions in frame order, which feed the event trackers, metrics and
-preview. A source whose camera drops keeps reconnecting while the others go on; after a
-reconnect its window starts afresh. SIGINT/SIGTERM end open events, flush every sink and exit 0.
+Threads: one reader per camera (newest frame only); this module's loop takes the newest frame of
+each camera and pushes each of its zones (the whole frame when it has none) to that zone's
+recognizer stream, as views of the one decoded frame; the recognizer's ordering thread calls
+back with predictions in frame order, which feed the zones' event trackers, metrics and the
+preview. A camera that drops keeps reconnecting while the others go on; after a reconnect its
+windows start afresh. SIGINT/SIGTERM end open events, flush every sink and exit 0. The command
+line is in `cli.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,17 +28,19 @@ from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
 from vtn_edge.monitor.clips import ClipOptions, ClipRecorder
 from vtn_edge.monitor.events import SHUTDOWN, SOURCE_ENDED, SOURCE_LOST, ActionEvent, EventTracker, JsonLinesWriter
-from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX, Discovery, object_id
+from vtn_edge.monitor.homeassistant import Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
-from vtn_edge.monitor.preview import PreviewServer, SourceView
-from vtn_edge.monitor.site import load_site
+from vtn_edge.monitor.preview import EventView, PreviewServer, SourceView, ZoneView, explain
 from vtn_edge.monitor.snapshots import SnapshotKeeper, check_folder
+from vtn_edge.monitor.zones import FULL_FRAME, Zone
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
-from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy, add_policy_flags, policy_from_flags
+from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy
 from vtn_edge.types import Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
+
+RECENT_EVENTS = 8  # per camera, on the preview page
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class MonitorConfig:
     snapshots: Path | None = None
     policy: LabelPolicy = MONITOR_POLICY
     camera_policies: list[LabelPolicy] | None = None  # one per source (a site file's cameras), else `policy`
+    zones: list[list[Zone]] | None = None  # per source; none given: the whole frame is one zone
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
     duration_s: float | None = None
@@ -65,30 +69,50 @@ class MonitorConfig:
 
 
 @dataclass
-class _SourceState:
-    name: str
-    source: LiveSource
+class _Stream:
+    """One zone of one camera: one recognizer stream, with its own events and label."""
+
+    index: int  # the recognizer's stream
+    camera: int  # index into Monitor.cameras
+    camera_name: str
+    zone: Zone
     tracker: EventTracker
-    clips: ClipRecorder | None = None
+    policy: LabelPolicy
     snapshots: SnapshotKeeper | None = None
-    connection: int = 0
-    frame: np.ndarray | None = None  # newest processed frame, for the preview
     label: str | None = None
     score: float = 0.0
+    why: str = "starting"  # why there is no label, for the preview
     frames: int = 0
     events: int = 0
     rate: tuple[float, int] = (0.0, 0)  # (since, frames) for the frames/s estimate
     fps: float = 0.0
 
+    @property
+    def name(self) -> str:
+        return self.zone.stream_name(self.camera_name)
+
+
+@dataclass
+class _Camera:
+    name: str
+    source: LiveSource
+    streams: list[_Stream]
+    clips: ClipRecorder | None = None
+    connection: int = 0
+    frame: np.ndarray | None = None  # newest processed frame, for the preview
+    frames: int = 0  # frames taken from the reader and pushed
+    events: deque[EventView] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # for the preview
+
 
 @dataclass(frozen=True)
 class SourceSummary:
     name: str
-    frames: int
+    frames: int  # frames processed (each pushed to every zone of the camera)
     fps: float
     dropped: int
     reconnects: int
-    events: int
+    events: int  # over all its zones
+    zones: int = 1
 
 
 @dataclass(frozen=True)
@@ -101,9 +125,9 @@ class MonitorSummary:
 
     def table(self) -> str:
         rows = [
-            (s.name, s.frames, f"{s.fps:.1f}", s.dropped, s.reconnects, s.events) for s in self.sources
+            (s.name, s.zones, s.frames, f"{s.fps:.1f}", s.dropped, s.reconnects, s.events) for s in self.sources
         ]  # fmt: skip
-        text = format_table(["source", "frames", "frames/s", "dropped", "reconnects", "events"], rows)
+        text = format_table(["source", "zones", "frames", "frames/s", "dropped", "reconnects", "events"], rows)
         return (
             f"ran {self.seconds:.0f} s; resident memory {self.rss_mb_start:.1f} MB at start, "
             f"{self.rss_mb_end:.1f} MB at end\n{text}"
@@ -132,35 +156,41 @@ class Monitor:
         names = config.names or [f"cam{i}" for i in range(len(parsed))]
         if len(set(names)) != len(names):
             raise VtnEdgeError(f"source names must be unique, got {names}")
+        zones = [list(z) or [FULL_FRAME] for z in config.zones] if config.zones else [[FULL_FRAME]] * len(parsed)
+        if len(zones) != len(parsed):
+            raise VtnEdgeError(f"zones are given for {len(zones)} cameras, but there are {len(parsed)}")
         # a bad URL is a startup error, an absent broker is not
         self._mqtt_target = parse_mqtt_url(config.mqtt) if config.mqtt else None
         if config.ha_discovery is not None and self._mqtt_target is None:
             raise VtnEdgeError("--ha-discovery announces cameras over MQTT: add --mqtt mqtt://host:port/topic")
-        if self._mqtt_target is not None and len({object_id(n) for n in names}) != len(names):
+        keys = [object_id(z.stream_name(n)) for n, zs in zip(names, zones) for z in zs]
+        if self._mqtt_target is not None and len(set(keys)) != len(keys):
             raise VtnEdgeError(
-                f"source names {names} collide as MQTT topics and ids: make them differ in letters or digits"
+                f"camera and zone names {sorted(keys)} collide as MQTT topics and ids: make them differ in letters "
+                "or digits"
             )
         if config.snapshots is not None:
             check_folder(config.snapshots)
         model = load_model(config.model, labels=config.labels)
         self._closers: list = []
         try:
-            self._open(config, model, parsed, names)
+            self._open_sinks(config, model, names, zones)
+            self._open_cameras(config, model, parsed, names, zones)
         except BaseException:
             self._close_all()
             raise
 
-    def _open(self, config: MonitorConfig, model, parsed: list, names: list[str]) -> None:
+    def _open_sinks(self, config: MonitorConfig, model, names: list[str], zones: list[list[Zone]]) -> None:
         self.metrics = None
         if config.metrics_port is not None:
             from vtn_edge.monitor.metrics import MonitorMetrics
 
-            self.metrics = MonitorMetrics(names)
+            self.metrics = MonitorMetrics({n: [z.name for z in zs] for n, zs in zip(names, zones)})
             self.metrics.serve(config.metrics_port, config.bind)
             self._closers.append(self.metrics.close)
         self.preview = None
         if config.preview_port is not None:
-            self.preview = PreviewServer(self.views, config.preview_port, config.bind)
+            self.preview = PreviewServer(self.views, config.preview_port, config.bind, snapshots=config.snapshots)
             self._closers.append(self.preview.close)
         self.writer = None
         if config.events_file or config.events_stdout:
@@ -171,30 +201,46 @@ class Monitor:
             discovery = None
             if config.ha_discovery is not None:
                 discovery = Discovery(config.ha_discovery, socket.gethostname(), model.manifest.arch, __version__)
-            self.mqtt = MqttPublisher(self._mqtt_target, config.mqtt_tls, cameras=tuple(names), discovery=discovery)
+            streams = tuple((n, z.name) for n, zs in zip(names, zones) for z in zs)
+            self.mqtt = MqttPublisher(self._mqtt_target, config.mqtt_tls, streams=streams, discovery=discovery)
             self._closers.append(self.mqtt.close)
-            for name in names:  # a consumer that connects later sees every camera, idle ones too
-                self.mqtt.publish_state(name, None, None, time.time())
-        options = config.compile_options or CompileOptions(mode="throughput" if len(parsed) > 1 else "latency")
-        policy = config.camera_policies or config.policy
-        self.recognizer = StreamingRecognizer(model, streams=len(parsed), options=options, policy=policy)
+            for camera, zone in streams:  # a consumer that connects later sees every camera, idle ones too
+                self.mqtt.publish_state(camera, zone, None, None, time.time())
+
+    def _open_cameras(self, config: MonitorConfig, model, parsed: list, names: list[str], zones: list) -> None:
+        self._wake = threading.Event()
+        self._background = model.manifest.background
+        self._events_lock = threading.Lock()
+        self._clip_paths: dict[str, str] = {}
+        self.cameras: list[_Camera] = []
+        self.streams: list[_Stream] = []  # by recognizer stream index
+        policies = []
+        for c, (source, name) in enumerate(zip(parsed, names)):
+            camera_policy = config.camera_policies[c] if config.camera_policies else config.policy
+            camera = _Camera(name, LiveSource(source, config.live, name=name, wake=self._wake), [])
+            for zone in zones[c]:
+                i = len(self.streams)
+                tracker = EventTracker(
+                    name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background, zone=zone.name
+                )
+                snapshots = SnapshotKeeper(config.snapshots, name, zone) if config.snapshots is not None else None
+                stream = _Stream(i, c, name, zone, tracker, zone.policy or camera_policy, snapshots)
+                camera.streams.append(stream)
+                self.streams.append(stream)
+                policies.append(stream.policy)
+            self.cameras.append(camera)
+        options = config.compile_options or CompileOptions(mode="throughput" if len(self.streams) > 1 else "latency")
+        self.recognizer = StreamingRecognizer(model, streams=len(self.streams), options=options, policy=policies)
         self._closers.append(self.recognizer.close)
         self.recognizer.on_prediction(self._on_prediction)
-        self._wake = threading.Event()
-        self._clip_paths: dict[str, str] = {}
-        self.states: list[_SourceState] = []
-        for i, (source, name) in enumerate(zip(parsed, names)):
-            live = LiveSource(source, config.live, name=name, wake=self._wake)
-            tracker = EventTracker(name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background)
-            snapshots = SnapshotKeeper(config.snapshots, name) if config.snapshots is not None else None
-            self.states.append(_SourceState(name, live, tracker, snapshots=snapshots))
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop: threading.Event) -> MonitorSummary:
         started, rss_start = time.monotonic(), resident_mb()
-        for st in self.states:
-            st.source.start()
-            log.info("%s: watching %s", st.name, describe(st.source.source))
+        for cam in self.cameras:
+            cam.source.start()
+            zones = ", ".join(s.zone.name for s in cam.streams if s.zone.name is not None)
+            log.info("%s: watching %s%s", cam.name, describe(cam.source.source), f" (zones {zones})" if zones else "")
         last_status = last_sync = started
         try:
             while not stop.is_set():
@@ -202,82 +248,91 @@ class Monitor:
                     break
                 self._wake.wait(0.2)
                 self._wake.clear()
-                for i, st in enumerate(self.states):
-                    self._step(i, st)
-                if all(st.source.stats.finished and st.tracker.current is None for st in self.states):
+                for cam in self.cameras:
+                    self._step(cam)
+                if all(c.source.stats.finished and not self._open_events(c) for c in self.cameras):
                     log.info("every source has ended")
                     break
                 now = time.monotonic()
                 if self.metrics is not None and now - last_sync >= 0.5:
                     last_sync = now
-                    for st in self.states:
-                        s = st.source.stats
-                        self.metrics.sync_source(st.name, s.frames_dropped, s.reconnects, s.connected, st.fps)
+                    self._sync_metrics()
                 if self.config.status_every_s and now - last_status >= self.config.status_every_s:
                     last_status = now
-                    statuses = "; ".join(self._status(st) for st in self.states)
+                    statuses = "; ".join(self._status(c) for c in self.cameras)
                     log.info("status: %s; resident memory %.1f MB", statuses, resident_mb())
         finally:
             mqtt_left = self._shutdown()
-        return MonitorSummary(
-            time.monotonic() - started,
-            [
-                SourceSummary(
-                    st.name,
-                    st.frames,
-                    st.frames / max(time.monotonic() - started, 1e-9),
-                    st.source.stats.frames_dropped,
-                    st.source.stats.reconnects,
-                    st.events,
-                )
-                for st in self.states
-            ],
-            rss_start,
-            resident_mb(),
-            mqtt_left,
-        )
+        seconds = time.monotonic() - started
+        return MonitorSummary(seconds, [self._summary(c, seconds) for c in self.cameras], rss_start, resident_mb(),
+                              mqtt_left)  # fmt: skip
 
-    def _step(self, i: int, st: _SourceState) -> None:
-        item = st.source.take()
+    @staticmethod
+    def _open_events(cam: _Camera) -> bool:
+        return any(s.tracker.current is not None for s in cam.streams)
+
+    def _step(self, cam: _Camera) -> None:
+        item = cam.source.take()
         if item is None:
-            stats = st.source.stats
-            if not stats.connected and st.tracker.current is not None:
-                self.recognizer.flush(i)  # label what was in flight before closing the event
-                st.tracker.close(SOURCE_ENDED if stats.finished else SOURCE_LOST)
-                st.label, st.score = None, 0.0
+            stats = cam.source.stats
+            if not stats.connected:
+                for s in cam.streams:
+                    s.fps = 0.0
+            if not stats.connected and self._open_events(cam):
+                for s in cam.streams:
+                    self.recognizer.flush(s.index)  # label what was in flight before closing the event
+                    s.tracker.close(SOURCE_ENDED if stats.finished else SOURCE_LOST)
+                    s.label, s.score = None, 0.0
             return
-        if item.connection != st.connection:
-            if st.connection:  # a reconnected camera: do not mix old and new frames in one window
-                self.recognizer.flush(i)
-                st.tracker.close(SOURCE_LOST)
-                self.recognizer.reset(i)
-            st.connection = item.connection
-        try:
-            self.recognizer.push(item.frame, stream=i, timestamp=item.timestamp)
-        except FrameError as exc:  # one bad frame from a camera must not stop the monitor
-            log.warning("%s: frame skipped: %s", st.name, exc)
-            return
-        st.frame = item.frame
-        if st.snapshots is not None:
-            st.snapshots.add_frame(item.timestamp, item.frame)
-        if st.clips is None and self.config.clips is not None:
-            st.clips = ClipRecorder(st.name, self.config.clips, st.source.stats.fps)
-        if st.clips is not None:
-            st.clips.add(item.frame, item.timestamp)
+        if item.connection != cam.connection:
+            if cam.connection:  # a reconnected camera: do not mix old and new frames in one window
+                for s in cam.streams:
+                    self.recognizer.flush(s.index)
+                    s.tracker.close(SOURCE_LOST)
+                    self.recognizer.reset(s.index)
+            cam.connection = item.connection
+        for s in cam.streams:
+            try:
+                self.recognizer.push(s.zone.crop(item.frame), stream=s.index, timestamp=item.timestamp)
+            except FrameError as exc:  # one bad frame from a camera must not stop the monitor
+                log.warning("%s: frame skipped: %s", s.name, exc)
+                return
+            if s.snapshots is not None:
+                s.snapshots.add_frame(item.timestamp, item.frame)
+        cam.frame = item.frame
+        cam.frames += 1
+        if cam.clips is None and self.config.clips is not None:
+            cam.clips = ClipRecorder(cam.name, self.config.clips, cam.source.stats.fps)
+        if cam.clips is not None:
+            cam.clips.add(item.frame, item.timestamp)
 
-    def _status(self, st: _SourceState) -> str:
-        s = st.source.stats
+    def _sync_metrics(self) -> None:
+        for cam in self.cameras:
+            s = cam.source.stats
+            self.metrics.sync_source(cam.name, s.frames_dropped, s.reconnects, s.connected)
+            for st in cam.streams:
+                self.metrics.set_fps(cam.name, st.zone.name, st.fps)
+
+    def _status(self, cam: _Camera) -> str:
+        s = cam.source.stats
         state = "up" if s.connected else ("ended" if s.finished else "DOWN")
-        return (
-            f"{st.name} {state} {st.fps:.1f} fps label={st.label} ({st.score:.2f}) "
-            f"dropped={s.frames_dropped} reconnects={s.reconnects}"
+        labels = " ".join(
+            f"{'' if st.zone.name is None else st.zone.name + ':'}{st.label} ({st.score:.2f})" for st in cam.streams
         )
+        fps = cam.streams[0].fps
+        return f"{cam.name} {state} {fps:.1f} fps label={labels} dropped={s.frames_dropped} reconnects={s.reconnects}"
+
+    def _summary(self, cam: _Camera, seconds: float) -> SourceSummary:
+        stats = cam.source.stats
+        return SourceSummary(cam.name, cam.frames, cam.frames / max(seconds, 1e-9), stats.frames_dropped,
+                             stats.reconnects, sum(s.events for s in cam.streams), len(cam.streams))  # fmt: skip
 
     # ------------------------------------------------------------------ the recognizer's ordering thread
     def _on_prediction(self, p: Prediction) -> None:
-        st = self.states[p.stream]
+        st = self.streams[p.stream]
         st.frames += 1
         st.label, st.score = p.label, p.score
+        st.why = explain(p, st.policy, self._background)
         since, count = st.rate
         if p.timestamp - since >= 2.0:
             st.fps = count / (p.timestamp - since) if since else 0.0
@@ -285,22 +340,22 @@ class Monitor:
         else:
             st.rate = (since, count + 1)
         if self.metrics is not None:
-            self.metrics.observe(st.name, p)
-        if st.snapshots is None:
-            st.tracker.update(p)
-            return
-        st.snapshots.observe(p.timestamp, p.score)
+            self.metrics.observe(st.camera_name, st.zone.name, p)
+        if st.snapshots is not None:
+            st.snapshots.observe(p.timestamp, p.score)
         st.tracker.update(p)
-        if st.tracker.current is not None and st.tracker.current.label == p.label:
+        current = st.tracker.current
+        if st.snapshots is not None and current is not None and current.label == p.label:
             st.snapshots.consider()
 
     def _emit(self, i: int, event: ActionEvent) -> None:
-        st = self.states[i]
-        if st.clips is not None:
+        st = self.streams[i]
+        clips = self.cameras[st.camera].clips
+        if clips is not None:
             if event.event == "start":
-                self._clip_paths[event.id] = str(st.clips.start(event))
+                self._clip_paths[event.id] = str(clips.start(event))
             else:
-                st.clips.end(event)
+                clips.end(event)
             event = replace(event, clip=self._clip_paths.get(event.id))
             if event.event == "end":
                 self._clip_paths.pop(event.id, None)
@@ -309,11 +364,12 @@ class Monitor:
             if written is not None:
                 event = replace(event, snapshot=str(written[0]))
                 if self.mqtt is not None:
-                    self.mqtt.publish_snapshot(st.name, written[1])
+                    self.mqtt.publish_snapshot(st.camera_name, st.zone.name, written[1])
+        self._remember(self.cameras[st.camera], event)
         if event.event == "start":
             st.events += 1
             if self.metrics is not None:
-                self.metrics.events.labels(st.name, event.label).inc()
+                self.metrics.events.labels(st.camera_name, st.zone.name or "", event.label).inc()
         log.info("%s: %s %s (%.2f)", st.name, event.event, event.label, event.score)
         if self.writer is not None:
             try:
@@ -325,29 +381,53 @@ class Monitor:
             if self.metrics is not None:
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected.is_set() else 0)
 
+    def _remember(self, cam: _Camera, event: ActionEvent) -> None:
+        """The camera's latest events for the preview; an end takes its start's place."""
+        d = event.to_dict()
+        snapshot = None if event.snapshot is None else Path(event.snapshot).name
+        view = EventView(event.id, event.event, event.label, event.zone, d["score"], d["start_time"],
+                         d["duration_s"], snapshot)  # fmt: skip
+        with self._events_lock:
+            where = next((i for i, e in enumerate(cam.events) if e.id == event.id), None)
+            if where is None:
+                cam.events.append(view)
+            else:
+                cam.events[where] = view
+
     # ------------------------------------------------------------------ the preview's threads
     def views(self) -> list[SourceView]:
-        return [
-            SourceView(st.name, st.frame, st.label, st.score, st.fps, st.source.stats.connected) for st in self.states
-        ]
+        views = []
+        for cam in self.cameras:
+            whole = cam.streams[0] if cam.streams[0].zone.name is None else None
+            zones = tuple(
+                ZoneView(s.zone.name, s.zone.box, s.label, s.score, s.why) for s in cam.streams if s is not whole
+            )
+            label, score, why = (whole.label, whole.score, whole.why) if whole is not None else (None, 0.0, "")
+            stats = cam.source.stats
+            state = "up" if stats.connected else ("ended" if stats.finished else "reconnecting")
+            with self._events_lock:
+                events = tuple(reversed(cam.events))
+            views.append(SourceView(cam.name, cam.frame, label, score, cam.streams[0].fps, stats.connected, zones,
+                                    why, state, events))  # fmt: skip
+        return views
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self) -> int | None:
-        for st in self.states:
-            st.source.close(timeout=0)
+        for cam in self.cameras:
+            cam.source.close(timeout=0)
         try:
             self.recognizer.flush(timeout=5)
         except VtnEdgeError as exc:
             log.warning("shutdown: %s", exc)
-        for st in self.states:
+        for st in self.streams:
             st.tracker.close(SHUTDOWN)
-        for st in self.states:
-            if st.clips is not None:
-                st.clips.close()
+        for cam in self.cameras:
+            if cam.clips is not None:
+                cam.clips.close()
         mqtt_left = self.mqtt.close(timeout=2) if self.mqtt is not None else None
         self._close_all()
-        for st in self.states:
-            st.source.close(timeout=0.5)
+        for cam in self.cameras:
+            cam.source.close(timeout=0.5)
         return mqtt_left
 
     def _close_all(self) -> None:
@@ -356,145 +436,3 @@ class Monitor:
                 self._closers.pop()()
             except Exception:
                 log.exception("shutdown step failed")
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rtsp_monitor.py",
-        description="Watch cameras, label every frame, publish action events (JSON lines, MQTT).",
-    )
-    p.add_argument("--config", type=Path, help="a site file (TOML) with the settings and cameras; flags override it")
-    p.add_argument("--model", type=Path, help="model directory from `converter build`")
-    p.add_argument("--source", action="append", help="RTSP/HTTP URL, video file or camera index")
-    p.add_argument("--name", action="append", default=[], help="a name per --source (default cam0, cam1, ...)")
-    p.add_argument("--labels", type=Path, help="labels file, for Open Model Zoo IR pairs")
-    out = p.add_argument_group("events")
-    out.add_argument("--events", type=Path, help="append events as JSON lines to this file (fsynced per event)")
-    out.add_argument("--stdout", action="store_true", help="print events as JSON lines (default without --events)")
-    out.add_argument("--mqtt", help="publish events to mqtt[s]://host:port/topic (QoS 1); credentials from "
-                     "$VTN_MQTT_USERNAME / $VTN_MQTT_PASSWORD")  # fmt: skip
-    out.add_argument("--mqtt-ca", help="CA file for the broker's certificate")
-    out.add_argument("--mqtt-cert", help="client certificate")
-    out.add_argument("--mqtt-key", help="client key")
-    out.add_argument("--mqtt-insecure", action="store_true", help="do not check the broker's host name")
-    out.add_argument("--ha-discovery", nargs="?", const=DEFAULT_PREFIX, metavar="PREFIX",
-                     help=f"announce each camera to Home Assistant over --mqtt (prefix {DEFAULT_PREFIX})")  # fmt: skip
-    lab = p.add_argument_group("labels")
-    add_policy_flags(lab)
-    srv = p.add_argument_group("metrics, preview, clips")
-    srv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    srv.add_argument("--preview-port", type=int, help="serve a live preview page on this port")
-    srv.add_argument("--bind", default="127.0.0.1", help="address for metrics and preview (default 127.0.0.1)")
-    srv.add_argument("--save-clips", type=Path, help="write an MP4 around each event into this folder")
-    srv.add_argument("--snapshots", type=Path, help="write a JPEG of each event's best frame into this folder")
-    srv.add_argument("--clip-before", type=float, default=3.0)
-    srv.add_argument("--clip-after", type=float, default=3.0)
-    src = p.add_argument_group("sources")
-    src.add_argument("--loop", action="store_true", help="play video files in a loop")
-    src.add_argument("--no-pace", action="store_true", help="read files as fast as possible, not at their rate")
-    src.add_argument("--open-timeout", type=float, default=5.0, help="seconds")
-    src.add_argument("--read-timeout", type=float, default=5.0, help="seconds without a frame = camera lost")
-    src.add_argument("--max-backoff", type=float, default=30.0, help="longest wait between reconnects, seconds")
-    src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
-    run = p.add_argument_group("run")
-    run.add_argument("--device", default="CPU")
-    run.add_argument("--threads", type=int, help="inference threads")
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
-    run.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines (0: none)")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
-
-
-def apply_site(args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
-    """The site file's settings where no flag was given; its cameras unless --source was."""
-    args.camera_policies = None
-    if args.config is None:
-        return args
-    site = load_site(args.config)
-    quiet = build_parser()
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    explicit = vars(quiet.parse_known_args(argv)[0]).keys()
-    types = {action.dest: action.type for action in quiet._actions}
-    for dest, value in site.settings.items():
-        if dest not in explicit:
-            convert = types.get(dest)
-            setattr(args, dest, convert(value) if convert is not None and isinstance(value, str) else value)
-    if "source" not in explicit and site.cameras:
-        args.source = [c.source for c in site.cameras]
-        args.name = [c.name for c in site.cameras]
-        args.camera_policies = [
-            policy_from_flags(
-                c.policy.get("smoothing", args.smoothing),
-                c.policy.get("threshold", args.threshold),
-                c.policy.get("hold", args.hold),
-            )
-            for c in site.cameras
-        ]
-    return args
-
-
-def config_from_args(args: argparse.Namespace) -> MonitorConfig:
-    if args.model is None:
-        raise VtnEdgeError("give --model (or `model` in the site file): a directory from `converter build`")
-    if not args.source:
-        raise VtnEdgeError("give at least one --source (or [[camera]] tables in the site file)")
-    streams = len(args.source)
-    return MonitorConfig(
-        model=args.model,
-        sources=args.source,
-        names=args.name,
-        labels=args.labels,
-        events_file=args.events,
-        events_stdout=args.stdout or (args.events is None and args.mqtt is None),
-        mqtt=args.mqtt,
-        mqtt_tls=TlsOptions(args.mqtt_ca, args.mqtt_cert, args.mqtt_key, args.mqtt_insecure),
-        ha_discovery=args.ha_discovery,
-        metrics_port=args.metrics_port,
-        preview_port=args.preview_port,
-        bind=args.bind,
-        clips=ClipOptions(args.save_clips, args.clip_before, args.clip_after) if args.save_clips else None,
-        snapshots=args.snapshots,
-        policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
-        camera_policies=getattr(args, "camera_policies", None),
-        live=LiveOptions(
-            open_timeout_s=args.open_timeout,
-            read_timeout_s=args.read_timeout,
-            backoff_max_s=args.max_backoff,
-            loop=args.loop,
-            pace=not args.no_pace,
-            rtsp_transport=args.rtsp_transport,
-        ),
-        compile_options=CompileOptions(
-            device=args.device, mode="throughput" if streams > 1 else "latency", threads=args.threads
-        ),
-        duration_s=args.duration,
-        status_every_s=args.status_every,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args = apply_site(args, argv)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum, _frame) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        monitor = Monitor(config_from_args(args))
-        summary = monitor.run(stop)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary.table(), file=sys.stderr)
-    return 0

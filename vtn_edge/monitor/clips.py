@@ -3,8 +3,9 @@
 Per source, the recorder keeps references to the recent frames it was shown (no copies) and
 writes each clip on its own writer thread, so encoding never slows the labelling. A clip is
 written under a hidden temporary name and renamed when complete: a file named like a clip is a
-whole, playable clip. Frames are those the monitor processed; frames dropped to stay live are
-not in the clip either.
+whole, playable clip. Frames are those the monitor processed, placed by their timestamps: where
+frames were dropped to stay live, the previous frame is shown for as long as they would have
+been, so a clip plays at the real speed and lasts as long as what it shows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +25,8 @@ from vtn_edge.monitor.events import ActionEvent
 
 log = logging.getLogger(__name__)
 
+KNOWN_LATE_S = 2.0  # longest wait from a frame to its label that a clip's start still covers
+
 
 @dataclass(frozen=True)
 class ClipOptions:
@@ -32,6 +34,7 @@ class ClipOptions:
     before_s: float = 3.0
     after_s: float = 3.0
     max_s: float = 60.0  # a long event gets its first minute
+    max_gap_s: float = 2.0  # a longer gap (an outage) is not filled with a still frame
 
 
 @dataclass
@@ -41,7 +44,9 @@ class _Clip:
     deadline: float | None = None  # set when the event ends
     writer: cv2.VideoWriter | None = field(default=None, repr=False)
     size: tuple[int, int] | None = None
-    frames: int = 0
+    frames: int = 0  # written, repeats included
+    start: float | None = None  # timestamp of the clip's first frame
+    skipped_s: float = 0.0  # gaps longer than max_gap_s, left out
 
     @property
     def temporary(self) -> Path:
@@ -49,8 +54,7 @@ class _Clip:
 
 
 def clip_path(folder: Path, event: ActionEvent) -> Path:
-    safe = re.sub(r"[^\w.-]+", "_", f"{event.id}-{event.label}")
-    return Path(folder) / f"{safe}.mp4"
+    return Path(folder) / f"{event.file_stem}.mp4"
 
 
 class ClipRecorder:
@@ -58,7 +62,6 @@ class ClipRecorder:
         self.source = source
         self.options = options
         self.fps = fps
-        self.written: list[Path] = []
         Path(options.folder).mkdir(parents=True, exist_ok=True)
         self._recent: deque[tuple[float, np.ndarray]] = deque()
         self._clips: dict[str, _Clip] = {}
@@ -71,7 +74,8 @@ class ClipRecorder:
         """Every processed frame, in order (the monitor's loop)."""
         with self._lock:
             self._recent.append((timestamp, frame))
-            while self._recent and self._recent[0][0] < timestamp - self.options.before_s:
+            # an event is known a few frames after it started: keep what its "before" part needs then
+            while self._recent and self._recent[0][0] < timestamp - self.options.before_s - KNOWN_LATE_S:
                 self._recent.popleft()
             targets = []
             for event_id, clip in list(self._clips.items()):
@@ -82,13 +86,14 @@ class ClipRecorder:
                 else:
                     targets.append(clip)
             if targets:
-                self._jobs.put(("frames", [frame], targets))
+                self._jobs.put(("frames", [(timestamp, frame)], targets))
 
     def start(self, event: ActionEvent) -> Path:
         path = clip_path(self.options.folder, event)
         with self._lock:
-            recent = [f for _, f in self._recent]
-            clip = _Clip(path, self._recent[0][0] if self._recent else event.start_time)
+            first = event.start_time - self.options.before_s
+            recent = [(t, f) for t, f in self._recent if t >= first - 1e-6]
+            clip = _Clip(path, recent[0][0] if recent else event.start_time)
             self._clips[event.id] = clip
             self._jobs.put(("frames", recent, [clip]))
         return path
@@ -114,14 +119,24 @@ class ClipRecorder:
             try:
                 if job[0] == "frames":
                     for clip in job[2]:
-                        for frame in job[1]:
-                            self._write(clip, frame)
+                        for timestamp, frame in job[1]:
+                            self._write(clip, timestamp, frame)
                 else:
                     self._finish(job[1])
             except Exception:  # a clip failing must not stop the others
                 log.exception("%s: writing a clip failed", self.source)
 
-    def _write(self, clip: _Clip, frame: np.ndarray) -> None:
+    def _write(self, clip: _Clip, timestamp: float, frame: np.ndarray) -> None:
+        if clip.start is None:
+            clip.start = timestamp
+        gap = timestamp - clip.start - clip.skipped_s - clip.frames / self.fps
+        if gap > self.options.max_gap_s:
+            clip.skipped_s += gap
+            gap = 0.0
+        for _ in range(max(int(round(gap * self.fps)) + 1, 0) if clip.frames else 1):  # 0: ahead of time
+            self._put(clip, frame)
+
+    def _put(self, clip: _Clip, frame: np.ndarray) -> None:
         if clip.writer is None:
             clip.size = (frame.shape[1], frame.shape[0])
             clip.writer = cv2.VideoWriter(str(clip.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, clip.size)
@@ -137,5 +152,4 @@ class ClipRecorder:
             return
         clip.writer.release()
         os.replace(clip.temporary, clip.path)
-        self.written.append(clip.path)
         log.info("%s: wrote %s (%d frames)", self.source, clip.path, clip.frames)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Collection
@@ -49,9 +50,12 @@ class ActionEvent:
     host: str = ""
     clip: str | None = None
     snapshot: str | None = None  # JPEG of the event's best-scoring frame (--snapshots)
+    zone: str | None = None  # the camera's zone; None: its whole frame
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d = {"source": d.pop("source"), "zone": d.pop("zone"), **d}  # who first, then what and when
+        d = {"event": d.pop("event"), "id": d.pop("id"), **d}
         d["start_time"], d["end_time"] = iso_time(self.start_time), iso_time(self.end_time)
         d["duration_s"] = None if self.end_time is None else round(self.end_time - self.start_time, 3)
         d["score"], d["max_score"] = round(self.score, 4), round(self.max_score, 4)
@@ -60,9 +64,15 @@ class ActionEvent:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
+    @property
+    def file_stem(self) -> str:
+        """The name its clip and snapshot files share: id and label, safe as a file name."""
+        return re.sub(r"[^\w.-]+", "_", f"{self.id}-{self.label}")
+
 
 class EventTracker:
-    """Turns one source's predictions (in frame order) into start/end events. Thread-safe.
+    """Turns one stream's predictions (a camera, or a zone of one; in frame order) into start/end
+    events. Thread-safe.
 
     Labels in `ignore` (the model's background classes, see `Manifest.background`) are no action:
     they end an event like no label does and never start one.
@@ -74,8 +84,11 @@ class EventTracker:
         emit: Callable[[ActionEvent], None],
         host: str | None = None,
         ignore: Collection[str] = (),
+        zone: str | None = None,
     ):
         self.source = source
+        self.zone = zone
+        self._prefix = source if zone is None else f"{source}-{zone}"
         self._emit = emit
         self._host = socket.gethostname() if host is None else host
         self._ignore = frozenset(ignore)
@@ -96,10 +109,10 @@ class EventTracker:
                 self._close(LABEL_CHANGED, p.frame_index - 1, p.timestamp)
             if label is not None:
                 if self._open is None:
-                    event_id = f"{self.source}-{p.frame_index}-{int(p.timestamp * 1000)}"
+                    event_id = f"{self._prefix}-{p.frame_index}-{int(p.timestamp * 1000)}"
                     self._open = ActionEvent(
                         "start", event_id, self.source, label, p.score, p.score, p.timestamp, None, p.frame_index, None,
-                        host=self._host,
+                        host=self._host, zone=self.zone,
                     )  # fmt: skip
                     self._score_sum, self._frames = p.score, 1
                     self._emit(self._open)

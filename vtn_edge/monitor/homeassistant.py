@@ -1,6 +1,6 @@
-"""Home Assistant MQTT discovery: each camera appears as a sensor of its current action.
+"""Home Assistant MQTT discovery: each camera (and each zone) appears as a sensor of its current action.
 
-One retained config message per camera on `<prefix>/sensor/<node_id>/<object_id>/config`
+One retained config message per camera or zone on `<prefix>/sensor/<node_id>/<object_id>/config`
 (REFERENCE.md section 8): the sensor reads the camera's retained state topic, is available while
 the box's status topic says `online`, and belongs to one device per box. Republished on every
 connection, so a broker that lost its retained messages gets them back.
@@ -20,6 +20,10 @@ def object_id(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
 
 
+def _stream_id(camera: str, zone: str | None) -> str:
+    return object_id(camera if zone is None else f"{camera}_{zone}")
+
+
 @dataclass(frozen=True)
 class Discovery:
     prefix: str
@@ -31,13 +35,13 @@ class Discovery:
     def node_id(self) -> str:
         return object_id(f"vtn_edge_{self.host}")
 
-    def config_topic(self, camera: str) -> str:
-        return f"{self.prefix}/sensor/{self.node_id}/{object_id(camera)}/config"
+    def config_topic(self, camera: str, zone: str | None = None) -> str:
+        return f"{self.prefix}/sensor/{self.node_id}/{_stream_id(camera, zone)}/config"
 
-    def config(self, camera: str, state_topic: str, status_topic: str) -> str:
+    def config(self, camera: str, zone: str | None, state_topic: str, status_topic: str) -> str:
         payload = {
-            "name": f"{camera} action",
-            "unique_id": f"{self.node_id}_{object_id(camera)}",
+            "name": f"{camera} action" if zone is None else f"{camera} {zone} action",
+            "unique_id": f"{self.node_id}_{_stream_id(camera, zone)}",
             "state_topic": state_topic,
             "value_template": "{{ value_json.label if value_json.label else 'none' }}",
             "json_attributes_topic": state_topic,

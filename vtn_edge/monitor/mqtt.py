@@ -4,11 +4,11 @@
 environment (VTN_MQTT_USERNAME, VTN_MQTT_PASSWORD), never from the command line or the logs.
 
 Besides the events on `topic`, for consumers that connect later (REFERENCE.md section 8):
-- `topic/<camera>/state`, retained: the camera's current action or none, its score and since when,
-  published at start-up and with every event;
+- `topic/<camera>/state` (`topic/<camera>/<zone>/state` for a zone), retained: the current action
+  or none, its score and since when, published at start-up and with every event;
 - `topic/status`, retained: `online` on every connection, `offline` at shutdown and, as the MQTT
   last will, when the box disappears without one;
-- with `--snapshots`, each event's JPEG on `topic/<camera>/snapshot`, retained;
+- with `--snapshots`, each event's JPEG on `topic/<camera>[/<zone>]/snapshot`, retained;
 - with `--ha-discovery`, Home Assistant discovery configs (see `homeassistant.py`).
 """
 
@@ -94,7 +94,7 @@ class MqttPublisher:
         tls: TlsOptions | None = None,
         client_id: str | None = None,
         *,
-        cameras: tuple[str, ...] = (),
+        streams: tuple[tuple[str, str | None], ...] = (),  # (camera, zone or None)
         discovery: Discovery | None = None,
     ):
         try:
@@ -104,7 +104,7 @@ class MqttPublisher:
 
         self.target = target
         self.status_topic = f"{target.topic}/status"
-        self.cameras = cameras
+        self.streams = streams
         self.discovery = discovery
         self.connected = threading.Event()
         self.published = 0  # events acknowledged by the broker
@@ -135,25 +135,32 @@ class MqttPublisher:
         self._client.connect_async(target.host, target.port, keepalive=30)
         self._client.loop_start()
 
-    def state_topic(self, camera: str) -> str:
-        return f"{self.target.topic}/{topic_part(camera)}/state"
+    def stream_topic(self, camera: str, zone: str | None, leaf: str) -> str:
+        """`topic/<camera>/<leaf>`, or `topic/<camera>/<zone>/<leaf>` for a zone."""
+        zone_part = "" if zone is None else f"/{topic_part(zone)}"
+        return f"{self.target.topic}/{topic_part(camera)}{zone_part}/{leaf}"
+
+    def state_topic(self, camera: str, zone: str | None = None) -> str:
+        return self.stream_topic(camera, zone, "state")
 
     def publish(self, event: ActionEvent) -> None:
-        """The event, then the camera's retained state that follows from it."""
+        """The event, then the camera's (or zone's) retained state that follows from it."""
         self._send(self.target.topic, event.to_json(), _EVENT)
         if event.event == "start":
-            self.publish_state(event.source, event.label, event.score, event.start_time)
+            self.publish_state(event.source, event.zone, event.label, event.score, event.start_time)
         else:
-            self.publish_state(event.source, None, None, event.end_time or event.start_time)
+            self.publish_state(event.source, event.zone, None, None, event.end_time or event.start_time)
 
-    def publish_state(self, camera: str, label: str | None, score: float | None, since: float) -> None:
-        state = {"camera": camera, "label": label, "score": None if score is None else round(score, 4),
-                 "since": iso_time(since)}  # fmt: skip
-        self._send(self.state_topic(camera), json.dumps(state, separators=(",", ":")), _OTHER, retain=True)
+    def publish_state(
+        self, camera: str, zone: str | None, label: str | None, score: float | None, since: float
+    ) -> None:
+        state = {"camera": camera, "zone": zone, "label": label,
+                 "score": None if score is None else round(score, 4), "since": iso_time(since)}  # fmt: skip
+        self._send(self.state_topic(camera, zone), json.dumps(state, separators=(",", ":")), _OTHER, retain=True)
 
-    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
-        """The newest event snapshot's JPEG bytes, retained, on `topic/<camera>/snapshot`."""
-        self._send(f"{self.target.topic}/{topic_part(camera)}/snapshot", jpeg, _OTHER, retain=True)
+    def publish_snapshot(self, camera: str, zone: str | None, jpeg: bytes) -> None:
+        """The newest event snapshot's JPEG bytes, retained, on `topic/<camera>[/<zone>]/snapshot`."""
+        self._send(self.stream_topic(camera, zone, "snapshot"), jpeg, _OTHER, retain=True)
 
     def _send(self, topic: str, payload: str | bytes, kind: str, retain: bool = False) -> None:
         mid = self._client.publish(topic, payload, qos=1, retain=retain).mid
@@ -194,9 +201,9 @@ class MqttPublisher:
         self.connected.set()
         self._send(self.status_topic, ONLINE, _OTHER, retain=True)
         if self.discovery is not None:
-            for camera in self.cameras:
-                config = self.discovery.config(camera, self.state_topic(camera), self.status_topic)
-                self._send(self.discovery.config_topic(camera), config, _OTHER, retain=True)
+            for camera, zone in self.streams:
+                config = self.discovery.config(camera, zone, self.state_topic(camera, zone), self.status_topic)
+                self._send(self.discovery.config_topic(camera, zone), config, _OTHER, retain=True)
         log.info("MQTT: connected to %s", self.target.display)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -19,6 +19,10 @@ Credentials never go in the file: they stay in the environment (VTN_MQTT_USERNAM
     source = "rtsp://10.0.0.21:554/stream1"
     threshold = 0.6
     hold = 0.5
+    [[camera.zone]]                      # optional: rectangles watched as streams of their own
+    name = "till"
+    box = [0.5, 0.0, 0.5, 1.0]           # x, y, width, height as fractions of the frame
+    threshold = 0.7                      # a zone may have its own policy too
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import tomllib
 
 from vtn_edge.errors import VtnEdgeError
+from vtn_edge.monitor.zones import box_problem
 from vtn_edge.smoothing import SMOOTHING_CHOICES
 
 _NUMBER = (int, float)
@@ -74,9 +79,18 @@ TABLES: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "after": (_NUMBER, "clip_after"),
     },
 }
+POLICY_KEYS = ("smoothing", "threshold", "hold")
 CAMERA: dict[str, tuple[type, ...]] = {
     "name": (str,),
     "source": (str,),
+    "smoothing": (str,),
+    "threshold": _NUMBER,
+    "hold": _NUMBER,
+    "zone": (list,),
+}
+ZONE: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "box": (list,),
     "smoothing": (str,),
     "threshold": _NUMBER,
     "hold": _NUMBER,
@@ -91,10 +105,18 @@ class SiteError(VtnEdgeError):
 
 
 @dataclass(frozen=True)
+class SiteZone:
+    name: str
+    box: tuple[float, float, float, float]
+    policy: dict[str, Any] = field(default_factory=dict)  # overrides the camera's
+
+
+@dataclass(frozen=True)
 class Camera:
     name: str
     source: str
     policy: dict[str, Any] = field(default_factory=dict)  # smoothing / threshold / hold overrides
+    zones: list[SiteZone] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -161,11 +183,13 @@ def _cameras(tables: Any, where: _Locator) -> list[Camera]:
     if not isinstance(tables, list):
         raise SiteError(where("camera", "cameras are [[camera]] tables, one per camera"))
     cameras, seen = [], set()
+    zones_so_far = 0  # which `box =` line a zone's error points at
     for number, table in enumerate(tables, start=1):
         for key, value in table.items():
             if key not in CAMERA:
                 raise SiteError(where(key, f"unknown key '{key}' in camera {number} (known: {', '.join(CAMERA)})"))
-            _check(key, value, CAMERA[key], where)
+            if key != "zone":
+                _check(key, value, CAMERA[key], where)
         for key in ("name", "source"):
             if key not in table:
                 raise SiteError(where("camera", f"camera {number} has no '{key}'", occurrence=number))
@@ -174,9 +198,37 @@ def _cameras(tables: Any, where: _Locator) -> list[Camera]:
                 where("name", f"two cameras are named {table['name']!r}", value=table["name"], occurrence=2)
             )
         seen.add(table["name"])
-        policy = {k: table[k] for k in ("smoothing", "threshold", "hold") if k in table}
-        cameras.append(Camera(table["name"], table["source"], policy))
+        zones = _zones(table["name"], table.get("zone", []), where, zones_so_far)
+        zones_so_far += len(zones)
+        policy = {k: table[k] for k in POLICY_KEYS if k in table}
+        cameras.append(Camera(table["name"], table["source"], policy, zones))
     return cameras
+
+
+def _zones(camera: str, tables: Any, where: _Locator, before: int) -> list[SiteZone]:
+    if not isinstance(tables, list):
+        raise SiteError(where("zone", f"camera {camera!r}: zones are [[camera.zone]] tables, one per zone"))
+    zones, seen = [], set()
+    for number, table in enumerate(tables, start=1):
+        place = f"zone {number} of camera {camera!r}"
+        for key, value in table.items():
+            if key not in ZONE:
+                raise SiteError(where(key, f"unknown key '{key}' in {place} (known: {', '.join(ZONE)})"))
+            if key != "box":
+                _check(key, value, ZONE[key], where)
+        for key in ("name", "box"):
+            if key not in table:
+                raise SiteError(where("camera.zone", f"{place} has no '{key}'", occurrence=before + number))
+        problem = box_problem(table["box"])
+        if problem is not None:
+            raise SiteError(where("box", f"'box' of {place} {problem}", occurrence=before + number))
+        if table["name"] in seen:
+            raise SiteError(where("name", f"camera {camera!r} has two zones named {table['name']!r}",
+                                  value=table["name"], occurrence=2))  # fmt: skip
+        seen.add(table["name"])
+        policy = {k: table[k] for k in POLICY_KEYS if k in table}
+        zones.append(SiteZone(table["name"], tuple(float(v) for v in table["box"]), policy))
+    return zones
 
 
 class _Locator:

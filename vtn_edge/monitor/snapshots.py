@@ -18,7 +18,8 @@ import numpy as np
 
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.monitor.events import ActionEvent
-from vtn_edge.monitor.preview import SourceView, annotate
+from vtn_edge.monitor.preview import SourceView, ZoneView, annotate
+from vtn_edge.monitor.zones import FULL_FRAME, Zone
 
 RECENT_FRAMES = 64  # predictions arrive a few frames after their frame was pushed
 
@@ -41,12 +42,14 @@ class _Best:
 
 
 class SnapshotKeeper:
-    """One source's recent frames and the best frame of its open event. Thread-safe: frames come
-    from the monitor's loop, predictions and events from the recognizer's thread."""
+    """One stream's recent frames and the best frame of its open event. Thread-safe: frames come
+    from the monitor's loop, predictions and events from the recognizer's thread. A zone's
+    snapshot is the whole frame with the zone's box drawn on it."""
 
-    def __init__(self, folder: Path, source: str):
+    def __init__(self, folder: Path, source: str, zone: Zone = FULL_FRAME):
         self.folder = folder
         self.source = source
+        self.zone = zone
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=RECENT_FRAMES)
         self._candidate: _Best | None = None  # the newest prediction's frame and score
@@ -78,11 +81,15 @@ class SnapshotKeeper:
                 self._best = None
         if best is None:
             return None
-        view = SourceView(self.source, best.frame, event.label, best.score, 0.0, True)
+        if self.zone.name is None:
+            view = SourceView(self.source, best.frame, event.label, best.score, 0.0, True)
+        else:
+            zone = ZoneView(self.zone.name, self.zone.box, event.label, best.score)
+            view = SourceView(self.source, best.frame, None, 0.0, 0.0, True, (zone,))
         ok, encoded = cv2.imencode(".jpg", annotate(view), [cv2.IMWRITE_JPEG_QUALITY, 90])
         if not ok:
             return None
-        path = self.folder / f"{event.id}-{event.label}.jpg"
+        path = self.folder / f"{event.file_stem}.jpg"
         partial = path.with_name(f".{path.name}.partial")
         partial.write_bytes(encoded.tobytes())
         os.replace(partial, path)
