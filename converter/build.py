@@ -20,8 +20,8 @@ import torch
 import converter
 from converter.calibration import clips_from_path, labelled_clips, synthetic_clips
 from converter.checkpoints import load_any, read_config, sha256_file
-from converter.config import VTNConfig
-from converter.export import INTERFACES, export_onnx, save_ir, to_openvino
+from converter.config import INTERFACES, PRECISIONS, VTNConfig
+from converter.export import export_onnx, save_ir, to_openvino
 from converter.models.vtn import VTN, build_vtn
 from converter.progress import progress
 from converter.quantize import quantize, quantize_with_accuracy_control
@@ -30,9 +30,6 @@ from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NA
 from vtn_edge.preprocess import encoder_inputs, normalize
 from vtn_edge.report import format_table
 
-log = logging.getLogger(__name__)
-
-PRECISIONS = ("int8", "fp16", "fp32")
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the IR's own numbers, not bf16 execution
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The project's shipped default models (see ir_models/README.md), used when no --checkpoint is given.
@@ -46,6 +43,8 @@ TOLERANCES = {"fp32": (0.9999, "min", 1.0), "fp16": (0.999, "min", 0.97), "int8"
 # tiny test model's INT8 IR flipped 3 of 40 such clips on an AVX-512 VNNI CPU, its logits within
 # 0.27 of torch's, while it passed on an AMX one).
 TIE_MARGIN = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class BuildError(VtnEdgeError):
@@ -69,6 +68,25 @@ class BuildOptions:
     calibration_clips: int = 48
     verify_clips: int = 60
     max_accuracy_drop: float | None = None  # NNCF accuracy control on the labelled --validation data
+
+    def check(self) -> None:
+        """Options that cannot build, refused before anything loads."""
+        if self.precision not in PRECISIONS:
+            raise BuildError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.interface not in INTERFACES:
+            raise BuildError(f"unknown interface {self.interface!r}; choose one of: {', '.join(INTERFACES)}")
+        if self.max_accuracy_drop is None:
+            return
+        if self.precision != "int8":
+            raise BuildError(f"--max-accuracy-drop applies to --precision int8, not {self.precision}")
+        if self.validation is None:
+            raise BuildError(
+                "--max-accuracy-drop needs --validation DATA: labelled held-out videos to measure the drop"
+            )
+        if not 0 < self.max_accuracy_drop < 1:
+            raise BuildError(
+                f"--max-accuracy-drop is a fraction of accuracy in (0, 1), e.g. 0.01; got {self.max_accuracy_drop}"
+            )
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -114,7 +132,7 @@ class Verification:
 
 
 class _Steps:
-    """Prints each step as it starts; `summary()` gives every step's seconds for the final line."""
+    """Logs each step as it starts; `summary()` gives every step's seconds for the final line."""
 
     NAMES = ("load", "export", "convert", "calibrate", "verify", "write")
 
@@ -124,7 +142,7 @@ class _Steps:
 
     def __call__(self, text: str) -> None:
         self.starts.append(time.perf_counter())
-        print(f"[{len(self.starts)}/{len(self.NAMES)}] {text}", flush=True)
+        log.info("[%d/%d] %s", len(self.starts), len(self.NAMES), text)
 
     def seconds(self) -> dict[str, float]:
         ends = self.starts[1:] + [time.perf_counter()]
@@ -143,10 +161,10 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
     shipped = DEFAULT_CHECKPOINTS.get(opts.arch) if opts.modality == "rgb" else None  # the default is RGB
     if checkpoint is None and shipped is not None and shipped.is_file():
         checkpoint, fmt = DEFAULT_CHECKPOINTS[opts.arch], "ours"
-        print(f"      using the shipped default model {checkpoint}")
+        log.info("      using the shipped default model %s", checkpoint)
     if checkpoint is None:
-        print(
-            "      WARNING: no --checkpoint and no shipped default for this arch: building an UNTRAINED "
+        log.warning(
+            "      no --checkpoint and no shipped default for this arch: building an UNTRAINED "
             "model with random weights. Its labels mean nothing; model.json records trained=false."
         )
         config = base.with_classes(labels) if labels else base
@@ -164,7 +182,7 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
     if model.config.modality == "two_stream":
         raise BuildError("two-stream models have two encoders; build each stream (rgb, rgbdiff) separately")
     if model.config.modality != opts.modality and opts.checkpoint_format == "ours":
-        print(f"      note: the checkpoint is {model.config.modality}; --modality {opts.modality} is ignored")
+        log.info("      note: the checkpoint is %s; --modality %s is ignored", model.config.modality, opts.modality)
     return model, True, sha256_file(checkpoint)
 
 
@@ -246,42 +264,14 @@ def check_tolerance(result: Verification, judge_top1: bool) -> list[str]:
 
 def build(opts: BuildOptions) -> Path:
     """Run a build; returns the finished model directory."""
-    if opts.precision not in PRECISIONS:
-        raise BuildError(f"unknown precision {opts.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if opts.interface not in INTERFACES:
-        raise BuildError(f"unknown interface {opts.interface!r}; choose one of: {', '.join(INTERFACES)}")
-    if opts.max_accuracy_drop is not None:
-        if opts.precision != "int8":
-            raise BuildError(f"--max-accuracy-drop applies to --precision int8, not {opts.precision}")
-        if opts.validation is None:
-            raise BuildError(
-                "--max-accuracy-drop needs --validation DATA: labelled held-out videos to measure the drop"
-            )
-        if not 0 < opts.max_accuracy_drop < 1:
-            raise BuildError(
-                f"--max-accuracy-drop is a fraction of accuracy in (0, 1), e.g. 0.01; got {opts.max_accuracy_drop}"
-            )
+    opts.check()
     out = opts.output_dir()
     if out.exists() and not opts.force:
         raise BuildError(f"{out} already exists; pass --force to replace it or --out to choose another directory")
     step = _Steps()
     step(f"loading the {opts.arch} {opts.modality} model")
     model, trained, sha = load_model(opts)
-    config = model.config
-    pre = config.preprocessing
-    manifest = Manifest(
-        arch=config.arch,
-        modality=config.modality,
-        interface=opts.interface,
-        precision=opts.precision,
-        labels=config.labels,
-        window=config.window,
-        stride=config.stride,
-        preprocessing=pre,
-        trained=trained,
-        checkpoint_sha256=sha,
-        versions={"converter": converter.__version__, "openvino": ov.__version__, "torch": torch.__version__},
-    )
+    manifest = _manifest(opts, model.config, trained, sha)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)
@@ -291,52 +281,9 @@ def build(opts: BuildOptions) -> Path:
         model.eval()  # the exporter restores each module's own mode; keep dropout off for verification
         step("converting to OpenVINO IR with preprocessing in the graph")
         encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
-
-        window, stride = config.window, config.stride
-        accuracy = None
-        if opts.precision == "int8":
-            step("calibrating and quantising")
-            if opts.calibration is not None:
-                calib = clips_from_path(
-                    opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
-                )
-            else:
-                print("      no --calibration given: using the synthetic benchmark's clips")
-                calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
-            if opts.max_accuracy_drop is None:
-                encoder, decoder = _quantize_pair(encoder, decoder, calib, manifest)
-            else:
-                val_clips, val_labels = labelled_clips(
-                    opts.validation, list(config.labels), pre, window=window, stride=stride, max_clips=opts.verify_clips
-                )
-                encoder, decoder, accuracy = _quantize_pair_controlled(
-                    encoder, decoder, calib, manifest, val_clips, val_labels, opts.max_accuracy_drop
-                )
-                accuracy["data"] = str(opts.validation)
-        else:
-            step(f"{opts.precision}: no calibration needed")
-
+        encoder, decoder, accuracy = _calibrate(opts, step, encoder, decoder, manifest)
         step("verifying the IR against torch on held-out clips")
-        if opts.validation is not None:
-            held_out = clips_from_path(
-                opts.validation, pre, window=window, stride=stride, max_clips=opts.verify_clips, min_clips=1
-            )
-        else:
-            held_out = synthetic_clips(opts.verify_clips, pre, window=window, stride=stride, seed=opts.seed + 7919)
-        result = verify(encoder, decoder, model, held_out, manifest)
-        table = format_table(Verification.HEADERS, [result.row()])
-        print(table)
-        # With accuracy control, labelled top-1 is the contract (already checked); flips that cancel
-        # out there must not fail the build on top-1 agreement.
-        problems = check_tolerance(result, judge_top1=trained and accuracy is None)
-        if problems:
-            raise BuildError(
-                "the IR disagrees with torch beyond tolerance ("
-                + "; ".join(problems)
-                + "); no model was written:\n"
-                + table
-            )
-
+        result = _verify_or_refuse(opts, encoder, decoder, model, manifest, judge_top1=trained and accuracy is None)
         step(f"writing {out}")
         verification = {
             **_as_dict(result),
@@ -354,8 +301,74 @@ def build(opts: BuildOptions) -> Path:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    print(f"done in {step.summary()}: {out}" + ("" if trained else "  (UNTRAINED)"))
+    log.info("done in %s: %s%s", step.summary(), out, "" if trained else "  (UNTRAINED)")
     return out
+
+
+def _manifest(opts: BuildOptions, config: VTNConfig, trained: bool, sha: str | None) -> Manifest:
+    return Manifest(
+        arch=config.arch,
+        modality=config.modality,
+        interface=opts.interface,
+        precision=opts.precision,
+        labels=config.labels,
+        window=config.window,
+        stride=config.stride,
+        preprocessing=config.preprocessing,
+        trained=trained,
+        checkpoint_sha256=sha,
+        versions={"converter": converter.__version__, "openvino": ov.__version__, "torch": torch.__version__},
+    )
+
+
+def _calibrate(
+    opts: BuildOptions, step: _Steps, encoder: ov.Model, decoder: ov.Model, manifest: Manifest
+) -> tuple[ov.Model, ov.Model, dict | None]:
+    """INT8: the quantised pair (with accuracy control: and what it measured); float: as it is."""
+    if opts.precision != "int8":
+        step(f"{opts.precision}: no calibration needed")
+        return encoder, decoder, None
+    step("calibrating and quantising")
+    pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
+    if opts.calibration is not None:
+        calib = clips_from_path(
+            opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
+        )
+    else:
+        log.info("      no --calibration given: using the synthetic benchmark's clips")
+        calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
+    if opts.max_accuracy_drop is None:
+        return (*_quantize_pair(encoder, decoder, calib, manifest), None)
+    val_clips, val_labels = labelled_clips(
+        opts.validation, list(manifest.labels), pre, window=window, stride=stride, max_clips=opts.verify_clips
+    )
+    encoder, decoder, accuracy = _quantize_pair_controlled(
+        encoder, decoder, calib, manifest, val_clips, val_labels, opts.max_accuracy_drop
+    )
+    return encoder, decoder, {**accuracy, "data": str(opts.validation)}
+
+
+def _verify_or_refuse(
+    opts: BuildOptions, encoder: ov.Model, decoder: ov.Model, model: VTN, manifest: Manifest, *, judge_top1: bool
+) -> Verification:
+    """The IR against torch on held-out clips; a BuildError with the table when it disagrees. With
+    accuracy control, labelled top-1 is the contract (already checked): flips that cancel out
+    there must not fail the build on top-1 agreement."""
+    pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
+    if opts.validation is not None:
+        held_out = clips_from_path(
+            opts.validation, pre, window=window, stride=stride, max_clips=opts.verify_clips, min_clips=1
+        )
+    else:
+        held_out = synthetic_clips(opts.verify_clips, pre, window=window, stride=stride, seed=opts.seed + 7919)
+    result = verify(encoder, decoder, model, held_out, manifest)
+    table = format_table(Verification.HEADERS, [result.row()])
+    log.info("%s", table)
+    problems = check_tolerance(result, judge_top1=judge_top1)
+    if problems:
+        why = "; ".join(problems)
+        raise BuildError(f"the IR disagrees with torch beyond tolerance ({why}); no model was written:\n{table}")
+    return result
 
 
 def _as_dict(result: Verification) -> dict:
@@ -380,9 +393,9 @@ def _quantize_pair(
 ) -> tuple[ov.Model, ov.Model]:
     float_encoder = ov.Core().compile_model(encoder, "CPU", F32)
     frames, windows = _calibration_samples(float_encoder, calib, manifest)
-    print(f"      quantising the encoder on {len(frames)} frames from {len(calib)} clips")
+    log.info("      quantising the encoder on %d frames from %d clips", len(frames), len(calib))
     q_encoder = quantize(encoder, frames)
-    print(f"      quantising the decoder on {len(windows)} embedding windows (transformer model type)")
+    log.info("      quantising the decoder on %d embedding windows (transformer model type)", len(windows))
     q_decoder = quantize(decoder, windows, transformer=True)
     return q_encoder, q_decoder
 
@@ -409,10 +422,10 @@ def _quantize_pair_controlled(
         return float(np.mean(hits)), hits
 
     float_accuracy = decoder_accuracy(core.compile_model(decoder, "CPU", F32), val_windows)[0]
-    print(
-        f"      accuracy control: float top-1 {100 * float_accuracy:.1f}% on {len(val_clips)} labelled clips; "
-        f"allowed drop {100 * max_drop:.1f} points"
-    )
+    log.info(
+        "      accuracy control: float top-1 %.1f%% on %d labelled clips; allowed drop %.1f points",
+        100 * float_accuracy, len(val_clips), 100 * max_drop,
+    )  # fmt: skip
     q_decoder = quantize_with_accuracy_control(
         decoder, windows, val_windows, decoder_accuracy, max_drop=max_drop / 2, transformer=True
     )
@@ -433,7 +446,7 @@ def _quantize_pair_controlled(
     )
     int8_accuracy = pipeline_accuracy(core.compile_model(q_encoder, "CPU", F32), val_items)[0]
     drop = float_accuracy - int8_accuracy
-    print(f"      accuracy control: INT8 top-1 {100 * int8_accuracy:.1f}% ({-100 * drop:+.1f} points against float)")
+    log.info("      accuracy control: INT8 top-1 %.1f%% (%+.1f points against float)", 100 * int8_accuracy, -100 * drop)
     if drop > max_drop + 1e-9:
         raise BuildError(
             f"INT8 loses {100 * drop:.1f} points of top-1 on the validation data (float {100 * float_accuracy:.1f}%, "

@@ -17,7 +17,7 @@ from vtn_edge.datasets import open_dataset
 from vtn_edge.errors import DataError, VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.preprocess import center_crop_resize
-from vtn_edge.video import VIDEO_SUFFIXES, read_frames, sample_indices
+from vtn_edge.video import VIDEO_SUFFIXES, read_frames, sample_indices, sampled_span
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def synthetic_clips(count: int, pre: Preprocessing, *, window: int, stride: int,
     for i in range(count):
         label = CORE_CLASSES[i % len(CORE_CLASSES)]
         spec = draw_spec(label, rng)
-        span = (window - 1) * stride + 1  # render only the frames the clip samples
+        span = sampled_span(window, stride)  # render only the frames the clip samples
         frames = list(itertools.islice(render_clip(spec, int(rng.integers(1 << 31))), span))
         clips.append(clip_from_frames(frames, pre, window=window, stride=stride))
     return clips
@@ -61,7 +61,7 @@ def clips_from_path(
         raise DataError(f"calibration path {path} does not exist")
     videos = _video_paths(path)
     clips, failed = [], []
-    span = (window - 1) * stride + 1
+    span = sampled_span(window, stride)
     for video in videos:
         if len(clips) >= max_clips:
             break
@@ -100,7 +100,7 @@ def labelled_clips(
         )
     per_class = [[item for item in dataset.items if item.label == c] for c in range(len(dataset.labels))]
     interleaved = [item for group in itertools.zip_longest(*per_class) for item in group if item is not None]
-    span = (window - 1) * stride + 1
+    span = sampled_span(window, stride)
     clips, labels = [], []
     for item in interleaved:
         if len(clips) >= max_clips:

@@ -17,12 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from converter.config import VTNConfig
+from converter.config import FORMATS, VTNConfig
 from converter.models.vtn import VTN, TwoStreamVTN, build_vtn
 from vtn_edge.errors import VtnEdgeError
 
 CONFIG_KEY = "vtn_config"
-FORMATS = ("ours", "original")
 
 
 class CheckpointError(VtnEdgeError):
@@ -85,6 +84,10 @@ def read_config(path: str | Path) -> VTNConfig:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except (SafetensorError, OSError, ValueError) as exc:
+        if "not fully covered" in str(exc) or "incomplete" in str(exc):  # a good header, too few bytes after it
+            raise CheckpointError(
+                f"{path} is a damaged or truncated checkpoint ({exc}): copy it again, or train again"
+            ) from None
         raise CheckpointError(
             f"{path} is not a vtn-edge checkpoint (safetensors): {exc}. For the original "
             "authors' .pth files use --checkpoint-format original"
@@ -231,14 +234,6 @@ def _original_classes(state: dict[str, torch.Tensor], default: int) -> int:
         if key.endswith("fc.weight") and value.dim() == 2:
             return int(value.shape[0])
     return default
-
-
-def save_original(model: VTN, path: str | Path, *, epoch: int = 0) -> Path:
-    """Write a single-stream model in the authors' layout (for interoperability and tests)."""
-    prefix = "motion_decoder." if model.config.modality == "rgbdiff" else ""
-    state = {prefix + k: v for k, v in ours_to_original(model).items()}
-    torch.save({"epoch": epoch, "state_dict": state, "optimizer": {}}, path)
-    return Path(path)
 
 
 def load_any(

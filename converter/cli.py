@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from converter.config import ARCHS, MODALITIES, SCHEDULES, ConfigError
+from converter.config import ARCHS, BUILD_MODALITIES, FORMATS, INTERFACES, MODALITIES, PRECISIONS, ConfigError
 from vtn_edge.errors import VtnEdgeError
 
 
@@ -63,58 +63,19 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from converter.train import TrainOptions, train
+    from converter.options import TrainOptions
+    from converter.train import train
 
     if args.resume:
         options = Path(args.resume) / "options.json"
         if not options.is_file() or not (Path(args.resume) / "state.pt").is_file():
             raise VtnEdgeError(f"--resume {args.resume}: no options.json and state.pt there (not a run directory?)")
-        opts = TrainOptions.from_dict(json.loads(options.read_text()))
+        stored = json.loads(options.read_text())
         if args.epochs is not None:
-            opts = TrainOptions.from_dict({**json.loads(options.read_text()), "epochs": args.epochs})
-        train(opts, resume=True)
+            stored["epochs"] = args.epochs
+        train(TrainOptions.from_dict(stored), resume=True)
         return 0
-    if not args.arch or not args.data:
-        raise VtnEdgeError("train needs --arch and --data (or --resume RUN)")
-    train(
-        TrainOptions(
-            arch=args.arch,
-            data=str(args.data),
-            val=str(args.val) if args.val else None,
-            labels=str(args.labels) if args.labels else None,
-            modality=args.modality,
-            epochs=50 if args.epochs is None else args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            patience=args.patience,
-            schedule=args.schedule,
-            clip_grad=args.clip_grad,
-            mix_clips=str(args.mix_clips) if args.mix_clips else None,
-            mix_share=args.mix_share,
-            backbone_weights=str(args.backbone_weights) if args.backbone_weights else None,
-            init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
-            freeze_encoder=args.freeze_encoder,
-            views=args.views,
-            cache_dir=str(args.cache_dir) if args.cache_dir else None,
-            subspace=args.subspace,
-            tune_layers=args.tune_layers,
-            centre_window=args.centre_window,
-            reverse_pairs=str(args.reverse_pairs) if args.reverse_pairs else None,
-            input_size=args.input_size,
-            window=args.window,
-            stride=args.stride,
-            flip=not args.no_flip,
-            workers=args.workers,
-            teachers=tuple(str(t) for t in args.teacher),
-            kd_temperature=args.kd_temperature,
-            kd_alpha=args.kd_alpha,
-            seed=args.seed,
-            bf16=args.bf16,
-            max_steps=args.max_steps,
-            out=str(args.out),
-        )
-    )
+    train(TrainOptions.from_flags(args))  # checks itself: bad options stop here, before torch loads a thing
     return 0
 
 
@@ -187,7 +148,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         stride=model.config.stride,
         progress=lambda items: bar(items, desc="evaluate", unit="video"),
     )
-    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    what = f"{Path(args.checkpoint).name} (torch) on {args.data}"
+    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png, what=what)
     return 0
 
 
@@ -195,8 +157,8 @@ def _cmd_temporal(args: argparse.Namespace) -> int:
     from converter.temporal import temporal_report
     from vtn_edge.report import format_table
 
-    report = temporal_report(args.checkpoint, args.data, args.val, args.cache_dir)
-    print(f"{report.clips} held-out clips (4 evenly spaced windows of each video in {args.val})")
+    report = temporal_report(args.checkpoint, args.data, args.validation, args.cache_dir)
+    print(f"{report.clips} held-out clips (4 evenly spaced windows of each video in {args.validation})")
     print(format_table(["check", "result"], report.rows()))
     return 0
 
@@ -251,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_info_parser, _add_build_parser, _add_train_parser, _add_import_parser, _add_evaluate_parser,
+                _add_temporal_parser, _add_dataset_parser):  # fmt: skip
+        add(sub)
+    return parser
 
+
+def _add_info_parser(sub: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="parameters and GMAC of encoder and decoder")
     info.add_argument("--arch", required=True, choices=ARCHS)
     info.add_argument("--modality", default="rgb", choices=MODALITIES)
@@ -259,133 +227,48 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--layer-norm", action="store_true", help="the original post-residual norm")
     info.set_defaults(func=_cmd_info)
 
+
+def _add_build_parser(sub: argparse._SubParsersAction) -> None:
     build = sub.add_parser("build", help="checkpoint -> encoder/decoder OpenVINO IR (INT8 by default)")
     build.add_argument("--arch", required=True, choices=ARCHS)
-    build.add_argument("--modality", default="rgb", choices=("rgb", "rgbdiff", "stacked"))
+    build.add_argument("--modality", default="rgb", choices=BUILD_MODALITIES)
     build.add_argument("--checkpoint", type=Path, help="weights; default: the shipped model for --arch, if any")
-    build.add_argument("--checkpoint-format", default="ours", choices=("ours", "original"))
+    build.add_argument("--checkpoint-format", default="ours", choices=FORMATS)
     build.add_argument("--labels", type=Path, help="class names, one a line")
-    build.add_argument("--precision", default="int8", choices=("int8", "fp16", "fp32"))
+    build.add_argument("--precision", default="int8", choices=PRECISIONS)
     build.add_argument(
-        "--calibration",
-        type=Path,
+        "--calibration", type=Path,
         help="videos for INT8 calibration: a folder, list file or JSON (default: synthetic clips)",
-    )
+    )  # fmt: skip
     build.add_argument("--validation", type=Path, help="held-out videos for verification (default: synthetic)")
     build.add_argument(
-        "--interface",
-        default="native",
-        choices=("native", "omz"),
+        "--interface", default="native", choices=INTERFACES,
         help="native: uint8 BGR NHWC frames in; omz: the Open Model Zoo reference interface",
-    )
+    )  # fmt: skip
     build.add_argument("--out", type=Path, help="default: ir_models/<arch>-<modality>-<precision>")
     build.add_argument("--force", action="store_true", help="replace an existing output directory")
     build.add_argument("--verify-clips", type=int, default=60, help="held-out clips for verification")
     build.add_argument(
-        "--max-accuracy-drop",
-        type=float,
+        "--max-accuracy-drop", type=float,
         help="int8: NNCF accuracy control, losing at most this top-1 fraction (e.g. 0.01) on labelled --validation",
-    )
+    )  # fmt: skip
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_build)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from converter.options import TrainOptions, add_option_flags
+
     train = sub.add_parser("train", help="train a VTN (CPU, one GPU, or torchrun for many)")
-    train.add_argument("--arch", choices=ARCHS)
-    train.add_argument("--data", type=Path, help="folder per class, list file, or ActivityNet-style JSON")
-    train.add_argument("--val", type=Path, help="validation data in the same layout")
-    train.add_argument("--labels", type=Path, help="labels file for list-file datasets")
-    train.add_argument("--modality", default="rgb", choices=MODALITIES)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--lr", type=float, default=1e-4)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--patience", type=int, default=3, help="epochs without val improvement before lr / 10")
-    train.add_argument(
-        "--schedule",
-        default="plateau",
-        choices=SCHEDULES,
-        help="plateau: the paper's lr / 10 on a validation plateau; onecycle: 5%% warm-up to --lr, then cosine decay",
-    )
-    train.add_argument(
-        "--clip-grad", type=float, metavar="NORM", help="clip the gradient norm: keeps a high --lr from diverging"
-    )
-    train.add_argument(
-        "--mix-clips",
-        type=Path,
-        metavar="DATASET",
-        help="with --data streams: trimmed clips trained in the same epochs, so they are not forgotten",
-    )
-    train.add_argument(
-        "--mix-share", type=float, default=0.25, help="the share of each epoch's windows that --mix-clips gives"
-    )
-    train.add_argument(
-        "--backbone-weights",
-        type=Path,
-        help="ImageNet weights: torchvision-format .pth/.safetensors, or the MobileNetV2 .tflite",
-    )
-    train.add_argument("--init-checkpoint", type=Path, help="start from one of our checkpoints (new head)")
-    train.add_argument("--freeze-encoder", action="store_true", help="cache embeddings, train the decoder alone")
-    train.add_argument(
-        "--views",
-        type=int,
-        default=1,
-        help="with --freeze-encoder: views cached per video, the centre crop plus N-1 random multi-scale crops",
-    )
-    train.add_argument("--cache-dir", type=Path, help="feature cache for --freeze-encoder (default: RUN/features)")
-    train.add_argument(
-        "--subspace",
-        type=int,
-        metavar="K",
-        help="with --freeze-encoder: train the projection on the K whitened directions in which features change "
-        "within a video (folded into the 1x1 projection when saved)",
-    )
-    train.add_argument(
-        "--tune-layers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="with --freeze-encoder: the backbone's last N feature modules train too (the cache holds the maps "
-        "that the frozen rest hands them; MobileNetV2 2 = its last block and 1x1 convolution)",
-    )
-    train.add_argument(
-        "--centre-window",
-        action="store_true",
-        help="the decoder sees each window minus its mean embedding: only how the frames change "
-        "(stored in the model; for actions that order alone decides)",
-    )
-    train.add_argument(
-        "--reverse-pairs",
-        type=Path,
-        metavar="FILE",
-        help="reversal augmentation: 'class partner' lines (a class alone: its own partner); half the clips of "
-        "those classes play backwards as the partner. `dataset synth` writes pairs.txt",
-    )
-    train.add_argument("--input-size", type=int, default=224)
-    train.add_argument("--window", type=int, default=16)
-    train.add_argument("--stride", type=int, default=2)
-    train.add_argument("--no-flip", action="store_true", help="no horizontal flips (they swap left and right)")
-    train.add_argument("--workers", type=int, default=2, help="decoding processes")
-    train.add_argument(
-        "--teacher",
-        type=Path,
-        action="append",
-        default=[],
-        help="distil from this checkpoint (twice: an RGB + RGB-diff two-stream teacher)",
-    )
-    train.add_argument("--kd-temperature", type=float, default=4.0)
-    train.add_argument("--kd-alpha", type=float, default=0.5)
-    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast (~2x on CPUs with AMX/AVX512-BF16)")
-    train.add_argument("--max-steps", type=int, help="cap steps per epoch (smoke tests)")
-    train.add_argument("--seed", type=int, default=0)
+    add_option_flags(train, TrainOptions)  # every TrainOptions field, with its default, help and choices
     train.add_argument("--resume", type=Path, help="continue the run in this directory")
-    train.add_argument("--out", type=Path, default=Path("runs/vtn"))
     train.set_defaults(func=_cmd_train)
 
-    _add_import_parser(sub)
 
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy, confusion")
     evaluate.add_argument("--checkpoint", type=Path, required=True)
-    evaluate.add_argument("--checkpoint-format", default="ours", choices=("ours", "original"))
+    evaluate.add_argument("--checkpoint-format", default="ours", choices=FORMATS)
     evaluate.add_argument("--arch", choices=ARCHS, help="for original-format checkpoints")
     evaluate.add_argument("--modality", default="rgb", choices=MODALITIES)
     evaluate.add_argument("--data", type=Path, required=True)
@@ -394,13 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--confusion-png", type=Path)
     evaluate.set_defaults(func=_cmd_evaluate)
 
+
+def _add_temporal_parser(sub: argparse._SubParsersAction) -> None:
     temporal = sub.add_parser("temporal", help="does the model use frame order? reversal and order-blind baseline")
     temporal.add_argument("--checkpoint", type=Path, required=True)
     temporal.add_argument("--data", type=Path, required=True, help="training clips (fits the baseline)")
-    temporal.add_argument("--val", type=Path, required=True, help="held-out clips of the benchmark")
+    temporal.add_argument("--validation", "--val", type=Path, required=True, help="held-out clips of the benchmark")
     temporal.add_argument("--cache-dir", type=Path, default=Path("runs/embedding-cache"))
     temporal.set_defaults(func=_cmd_temporal)
 
+
+def _add_dataset_parser(sub: argparse._SubParsersAction) -> None:
     dataset = sub.add_parser("dataset", help="datasets: `synth` writes the temporal benchmark")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
     synth = dataset_sub.add_parser("synth", help="procedurally rendered actions whose frame order decides the class")
@@ -409,10 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--splits", default="core,position", help="comma-separated: core, position")
     synth.add_argument(
-        "--class-clips",
-        metavar="CLASS=N,...",
+        "--class-clips", metavar="CLASS=N,...",
         help="clips for some classes instead of --clips-per-class (clip k is the same file either way)",
-    )
+    )  # fmt: skip
     synth.add_argument(
         "--classes", metavar="CLASS,...", help="render only these classes (clip k is the same file as in a full render)"
     )
@@ -425,7 +311,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="the subset the streams are annotated with",
     )  # fmt: skip
     synth.set_defaults(func=_cmd_dataset)
-    return parser
+
+
+class _Stdout(logging.StreamHandler):
+    """Whatever sys.stdout is when a message comes (tests and callers may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text.strip()}"
+
+
+def _configure_logging(verbose: bool) -> None:
+    """The converter's own messages (steps, tables, epochs) as plain lines on stdout; everything
+    else (libraries) on stderr with its origin, at WARNING unless --verbose."""
+    ours = _Stdout()
+    ours.setFormatter(_PlainFormatter("%(message)s"))
+    converter_log = logging.getLogger("converter")
+    converter_log.handlers[:] = [ours]
+    converter_log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    converter_log.propagate = False
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -434,9 +346,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.verbose)
     # Ctrl-C and SIGTERM clean up: no half-written output. SIGINT explicitly too: a shell script's
     # background job inherits it ignored, and Python would leave it so.
     signal.signal(signal.SIGINT, signal.default_int_handler)

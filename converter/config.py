@@ -15,6 +15,10 @@ from vtn_edge.metadata import Preprocessing, decoder_length, uses_frame_pairs
 ARCHS = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "se_resnext101_32x4d")
 MODALITIES = ("rgb", "rgbdiff", "stacked", "two_stream")
 SCHEDULES = ("plateau", "onecycle")
+PRECISIONS = ("int8", "fp16", "fp32")  # what `converter build` writes
+INTERFACES = ("native", "omz")  # native: uint8 BGR NHWC frames in; omz: the Open Model Zoo reference interface
+FORMATS = ("ours", "original")  # checkpoint layouts
+BUILD_MODALITIES = ("rgb", "rgbdiff", "stacked")  # one encoder each (two_stream builds as two models)
 EMBED_DIM = 512
 
 

@@ -31,7 +31,7 @@ from converter.export import fold_preprocessing
 from converter.models.vtn import VTN
 from converter.progress import progress
 from vtn_edge.preprocess import center_crop_resize
-from vtn_edge.video import read_frames, sample_indices
+from vtn_edge.video import read_frames, sample_indices, segment_length
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class FeatureWindows(Dataset):
         view, start = 0, 0
         if self.train:
             view = np.random.randint(len(views))
-            start = np.random.randint(max(0, frames - self.window * self.stride) + 1)
+            start = np.random.randint(max(0, frames - segment_length(self.window, self.stride)) + 1)
         clip = window_features(views[view], start, window=self.window, stride=self.stride, difference=self.difference)
         return torch.from_numpy(clip), self.labels[index]
 

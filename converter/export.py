@@ -18,12 +18,11 @@ import torch
 from openvino.preprocess import ColorFormat, PrePostProcessor
 from torch import nn
 
-from converter.config import EMBED_DIM
+from converter.config import EMBED_DIM, INTERFACES
 from converter.models.vtn import VTN
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import RT_INFO_KEY, Manifest, Preprocessing
 
-INTERFACES = ("native", "omz")
 ENCODER_ONNX = "encoder.onnx"
 DECODER_ONNX = "decoder.onnx"
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import openvino as ov
-
-log = logging.getLogger(__name__)
 
 
 def _settings(transformer: bool) -> dict:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,69 +22,19 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, read_config, save_checkpoint
-from converter.config import SCHEDULES, ConfigError, VTNConfig
+from converter.config import ConfigError, VTNConfig
 from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
 from converter.data.stream_windows import StreamWindows, label_windows
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.decoder import SelfAttentionDecoder
 from converter.models.vtn import VTN, FeatureHead, build_vtn
+from converter.options import TrainError, TrainOptions
 from converter.progress import progress
 from vtn_edge.datasets import VideoItem, open_dataset
-from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.online import ANNOTATIONS, AnnotatedStream, is_stream_folder, load_streams, stream_labels
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(VtnEdgeError):
-    """Options that cannot train."""
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    arch: str
-    data: str
-    out: str
-    val: str | None = None
-    labels: str | None = None
-    modality: str = "rgb"
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    patience: int = 3
-    schedule: str = "plateau"  # the paper's lr / 10 on a plateau, or "onecycle": 5% warm-up, then cosine decay
-    backbone_weights: str | None = None
-    init_checkpoint: str | None = None
-    freeze_encoder: bool = False
-    views: int = 1  # frozen encoder: centre crop + views - 1 random crops, every frame of each
-    input_size: int = 224
-    window: int = 16
-    stride: int = 2
-    flip: bool = True
-    workers: int = 2
-    teachers: tuple[str, ...] = ()
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.5
-    seed: int = 0
-    bf16: bool = False  # autocast to bfloat16: ~2x faster on CPUs with AMX or AVX512-BF16, and on GPUs
-    max_steps: int | None = None  # per epoch; for smoke tests
-    cache_dir: str | None = None
-    subspace: int | None = None  # frozen encoder: train the projection on this many within-video directions
-    tune_layers: int = 0  # frozen encoder: the backbone's last N feature modules train too, on cached maps
-    centre_window: bool = False  # the decoder sees each window minus its mean embedding
-    reverse_pairs: str | None = None  # file of 'class partner' lines: reversal augmentation
-    clip_grad: float | None = None  # max gradient norm
-    mix_clips: str | None = None  # streams: trimmed clips (a dataset) trained in the same epochs, so none are forgotten
-    mix_share: float = 0.25  # with mix_clips: this share of an epoch's windows comes from the trimmed clips
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainOptions:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["teachers"] = tuple(values.get("teachers", ()))
-        return cls(**values)
 
 
 # ------------------------------------------------------------------ distributed helpers
@@ -227,9 +177,9 @@ def _open_streams(opts: TrainOptions) -> _Streams:
     if opts.reverse_pairs or opts.teachers or opts.tune_layers:
         raise TrainError("--reverse-pairs, --teacher and --tune-layers work on trimmed clips, not on streams")
     labels, background = stream_labels(opts.data)
-    if opts.val and not is_stream_folder(opts.val):
-        raise TrainError(f"--data {opts.data} holds streams, so --val must too (a folder with {ANNOTATIONS})")
-    val = load_streams(opts.val, labels) if opts.val else []
+    if opts.validation and not is_stream_folder(opts.validation):
+        raise TrainError(f"--data {opts.data} holds streams, so --validation must too (a folder with {ANNOTATIONS})")
+    val = load_streams(opts.validation, labels) if opts.validation else []
     return _Streams(labels, background, load_streams(opts.data, labels), val, _mix_items(opts, labels))
 
 
@@ -254,201 +204,212 @@ class _RunState:
     history: list = field(default_factory=list)
 
 
+@dataclass
+class _Data:
+    """What an epoch trains and validates on, and the module whose weights train."""
+
+    train: Dataset
+    val: Dataset
+    trainable: torch.nn.Module
+    workers: int
+    clips: ClipDataset  # the trimmed training clips (their augmentation follows the epoch)
+    stream_windows: StreamWindows | None = None
+
+
+@dataclass
+class _Optimisation:
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    per_batch: bool  # onecycle steps every batch; plateau once an epoch, on the validation loss
+
+
 def train(opts: TrainOptions, *, resume: bool = False) -> Path:
-    rank, world, device = _dist_setup()
+    rank, _world, device = _dist_setup()
     out = Path(opts.out)
     torch.manual_seed(opts.seed + rank)
     np.random.seed(opts.seed + rank)
-    if opts.teachers and opts.freeze_encoder:
-        raise TrainError("--teacher needs whole clips; it cannot be combined with --freeze-encoder")
-    if opts.clip_grad is not None and opts.clip_grad <= 0:
-        raise TrainError(f"--clip-grad must be a positive norm, got {opts.clip_grad}")
-    if opts.schedule not in SCHEDULES:
-        raise TrainError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {opts.schedule!r}")
-    if opts.epochs < 1:
-        raise TrainError(f"--epochs must be >= 1, got {opts.epochs}")
-    if opts.views < 1:
-        raise TrainError(f"--views must be >= 1 (the centre crop plus views - 1 random crops), got {opts.views}")
-    if opts.subspace is not None and not opts.freeze_encoder:
-        raise TrainError("--subspace works on cached features: add --freeze-encoder")
-    if opts.tune_layers and not opts.freeze_encoder:
-        raise TrainError("--tune-layers trains the end of a cached backbone: add --freeze-encoder")
-    if opts.tune_layers and opts.subspace is not None:
-        raise TrainError("--subspace needs fixed pooled features; it cannot be combined with --tune-layers")
-    if opts.reverse_pairs and opts.modality != "rgb":
-        raise TrainError(f"--reverse-pairs needs --modality rgb (reversed {opts.modality} inputs are not a clip)")
-
-    if not 0 < opts.mix_share < 1:
-        raise TrainError(f"--mix-share is a fraction of each epoch in (0, 1), got {opts.mix_share}")
     if opts.mix_clips and not is_stream_folder(opts.data):
         raise TrainError("--mix-clips adds trimmed clips to training on streams: --data must be a stream folder")
     streams = _open_streams(opts) if is_stream_folder(opts.data) else None
-    stream_windows: StreamWindows | None = None
-    if streams is not None:
-        labels = streams.labels
-        train_items, val_items = streams.items(streams.train), streams.items(streams.val)
-    else:
-        train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
-        val_set = open_dataset(opts.val, labels_file=opts.labels, subset="validation") if opts.val else None
-        labels = train_set.labels
-        if val_set is not None and val_set.labels != labels:
-            raise TrainError(f"--val has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
-        train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
-        val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
+    labels, train_items, val_items = _items(opts, streams)
     model = build_model(opts, labels).to(device)
-    pre = model.config.preprocessing
     partner = read_reversal_pairs(opts.reverse_pairs, labels).to(device) if opts.reverse_pairs else None
-
-    train_clips = ClipDataset(
-        train_items, pre, window=opts.window, stride=opts.stride, train=True, flip=opts.flip, seed=opts.seed
-    )
-    val_clips = ClipDataset(val_items, pre, window=opts.window, stride=opts.stride, train=False)
-
-    if opts.freeze_encoder:
-        if opts.tune_layers and not isinstance(model, VTN):
-            raise TrainError("--tune-layers needs one encoder; train the two streams separately")
-        try:
-            trunk = model.encoder.split_backbone(opts.tune_layers)[0]
-        except ConfigError as exc:
-            raise TrainError(f"--tune-layers: {exc}") from None
-        cache = FeatureCache(
-            Path(opts.cache_dir or out / "features"),
-            model,
-            views=opts.views,
-            flip=opts.flip,
-            stride=opts.stride,
-            tuned=opts.tune_layers,
-        )
-        if rank != 0 and dist.is_initialized():
-            dist.barrier()  # rank 0 computes what is missing; the others then read it from the cache
-        train_features = cache.features(train_clips, "train")
-        val_features = cache.features(val_clips, "val") if val_items else []
-        if rank == 0 and dist.is_initialized():
-            dist.barrier()
-        windows = dict(window=opts.window, stride=opts.stride, difference=model.config.uses_difference)
-        if streams is not None:
-            mix_clips = ClipDataset(streams.mix, pre, window=opts.window, stride=opts.stride, train=False)
-            mix_features = cache.features(mix_clips, "mix") if streams.mix else []
-            stream_windows, train_data, val_data = streams.windows(
-                train_features, val_features, mix_features, opts, windows
-            )
-        else:
-            train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
-            val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
-        for p in trunk.parameters():
-            p.requires_grad_(False)
-        subspace = None
-        if opts.subspace is not None:
-            try:
-                subspace = within_video_subspace(train_features, opts.subspace)
-            except ValueError as exc:
-                raise TrainError(f"--subspace: {exc}") from None
-        trainable = model.feature_head(subspace, tuned=opts.tune_layers).to(device)
-        workers = 0
-    else:
-        train_data, val_data, trainable, workers = train_clips, val_clips, model, opts.workers
-
-    net = trainable
-    if dist.is_initialized():
-        net = torch.nn.parallel.DistributedDataParallel(trainable)
-    sampler = DistributedSampler(train_data, seed=opts.seed) if dist.is_initialized() else None
+    data = _training_data(opts, model, streams, train_items, val_items, rank, device)
+    net = torch.nn.parallel.DistributedDataParallel(data.trainable) if dist.is_initialized() else data.trainable
+    sampler = DistributedSampler(data.train, seed=opts.seed) if dist.is_initialized() else None
     loader = DataLoader(
-        train_data,
-        batch_size=opts.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        drop_last=len(train_data) > opts.batch_size,
-    )
-    val_loader = DataLoader(val_data, batch_size=opts.batch_size, num_workers=workers) if len(val_data) else None
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
-    if opts.schedule == "onecycle":
-        steps = len(loader) if opts.max_steps is None else min(len(loader), opts.max_steps)
-        total = max(4, opts.epochs * steps)  # OneCycleLR needs >= 2 steps in each phase
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=opts.lr, total_steps=total, pct_start=max(0.05, 2 / total)
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=0.1, patience=opts.patience
-        )
-    batch_scheduler = scheduler if opts.schedule == "onecycle" else None
+        data.train, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=data.workers,
+        persistent_workers=data.workers > 0, drop_last=len(data.train) > opts.batch_size,
+    )  # fmt: skip
+    val_loader = DataLoader(data.val, batch_size=opts.batch_size, num_workers=data.workers) if len(data.val) else None
+    optimisation = _optimisation(opts, data.trainable, len(loader))
     teachers = _load_teachers(opts, device)
-
-    state = _RunState()
-    if resume:
-        saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        if "head" in saved:
-            trainable.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = _RunState(
-            epoch=int(saved["epoch"]), best_acc=float(saved["best_acc"]), history=json.loads(saved["history"])
-        )
-        torch.set_rng_state(saved["rng"])
-        if rank == 0:
-            print(f"resuming {out} after epoch {state.epoch}")
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "options.json").write_text(json.dumps(asdict(opts), indent=2))
-
+    state = _start(opts, out, model, data.trainable, optimisation, device, rank, resume)
     for epoch in range(state.epoch + 1, opts.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_clips.set_epoch(epoch)
-        if stream_windows is not None:
-            stream_windows.set_epoch(epoch)
+        for follows_epoch in (sampler, data.clips, data.stream_windows):
+            if follows_epoch is not None:
+                follows_epoch.set_epoch(epoch)
         started = time.perf_counter()
-        loss, acc = _run_epoch(net, loader, optimizer, batch_scheduler, device, teachers, opts, epoch, rank, partner)
-        val_loss, val_acc = _validate(trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
-        if batch_scheduler is None:
-            scheduler.step(val_loss)
+        per_batch = optimisation.scheduler if optimisation.per_batch else None
+        loss, acc = _run_epoch(net, loader, optimisation.optimizer, per_batch, device, teachers, opts, epoch, rank,
+                               partner)  # fmt: skip
+        val_loss, val_acc = _validate(data.trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
+        if not optimisation.per_batch:
+            optimisation.scheduler.step(val_loss)
         state.epoch = epoch
         record = {
-            "epoch": epoch,
-            "loss": loss,
-            "acc": acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+            "epoch": epoch, "loss": loss, "acc": acc, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": optimisation.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 1),
+        }  # fmt: skip
         state.history.append(record)
         if rank == 0:
-            print(
-                f"epoch {epoch}: loss {loss:.4f} acc {acc:.3f} | val loss {val_loss:.4f} acc {val_acc:.3f} "
-                f"| lr {record['lr']:.1e} | {record['seconds']} s",
-                flush=True,
-            )
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if isinstance(trainable, FeatureHead):
-                trainable.fold()
-            save_checkpoint(model, out / "last.safetensors")
-            if val_acc > state.best_acc:
-                state.best_acc = val_acc
-                save_checkpoint(model, out / "best.safetensors")
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "best_acc": state.best_acc,
-                    "history": json.dumps(state.history),
-                    "rng": torch.get_rng_state(),
-                    **({"head": trainable.state_dict()} if trainable is not model else {}),
-                },
-                out / "state.pt.partial",
-            )
-            os.replace(out / "state.pt.partial", out / "state.pt")
-            plot_curves(state.history, out / "curves.png")
+            _save_epoch(out, record, state, model, data.trainable, optimisation)
     if dist.is_initialized():
         dist.barrier()
     return out
+
+
+def _items(opts: TrainOptions, streams: _Streams | None) -> tuple[tuple[str, ...], list, list]:
+    """(labels, training items, validation items) of the trimmed clips or the streams."""
+    if streams is not None:
+        return streams.labels, streams.items(streams.train), streams.items(streams.val)
+    train_set = open_dataset(opts.data, labels_file=opts.labels, subset="training")
+    val_set = None
+    if opts.validation:
+        val_set = open_dataset(opts.validation, labels_file=opts.labels, subset="validation")
+    labels = train_set.labels
+    if val_set is not None and val_set.labels != labels:
+        raise TrainError(f"--validation has classes {val_set.labels[:5]}... but --data has {labels[:5]}...")
+    train_items = usable_items(train_set, window=opts.window, stride=opts.stride)
+    val_items = usable_items(val_set, window=opts.window, stride=opts.stride) if val_set else []
+    return labels, train_items, val_items
+
+
+def _training_data(
+    opts: TrainOptions,
+    model: VTN,
+    streams: _Streams | None,
+    train_items: list,
+    val_items: list,
+    rank: int,
+    device: torch.device,
+) -> _Data:
+    """Whole clips through the whole model, or (--freeze-encoder) cached features through a head."""
+    pre = model.config.preprocessing
+    clip = dict(window=opts.window, stride=opts.stride)
+    train_clips = ClipDataset(train_items, pre, **clip, train=True, flip=opts.flip, seed=opts.seed)
+    val_clips = ClipDataset(val_items, pre, **clip, train=False)
+    if not opts.freeze_encoder:
+        return _Data(train_clips, val_clips, model, opts.workers, train_clips)
+    if opts.tune_layers and not isinstance(model, VTN):
+        raise TrainError("--tune-layers needs one encoder; train the two streams separately")
+    try:
+        trunk = model.encoder.split_backbone(opts.tune_layers)[0]
+    except ConfigError as exc:
+        raise TrainError(f"--tune-layers: {exc}") from None
+    cache = FeatureCache(Path(opts.cache_dir or Path(opts.out) / "features"), model, views=opts.views,
+                         flip=opts.flip, stride=opts.stride, tuned=opts.tune_layers)  # fmt: skip
+    if rank != 0 and dist.is_initialized():
+        dist.barrier()  # rank 0 computes what is missing; the others then read it from the cache
+    train_features = cache.features(train_clips, "train")
+    val_features = cache.features(val_clips, "val") if val_items else []
+    if rank == 0 and dist.is_initialized():
+        dist.barrier()
+    windows = dict(**clip, difference=model.config.uses_difference)
+    stream_windows = None
+    if streams is not None:
+        mix_features = cache.features(ClipDataset(streams.mix, pre, **clip, train=False), "mix") if streams.mix else []
+        stream_windows, train_data, val_data = streams.windows(train_features, val_features, mix_features, opts,
+                                                               windows)  # fmt: skip
+    else:
+        train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
+        val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    subspace = None
+    if opts.subspace is not None:
+        try:
+            subspace = within_video_subspace(train_features, opts.subspace)
+        except ValueError as exc:
+            raise TrainError(f"--subspace: {exc}") from None
+    head = model.feature_head(subspace, tuned=opts.tune_layers).to(device)
+    return _Data(train_data, val_data, head, 0, train_clips, stream_windows)
+
+
+def _optimisation(opts: TrainOptions, trainable: torch.nn.Module, batches: int) -> _Optimisation:
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=opts.lr, betas=(0.9, 0.999), weight_decay=opts.weight_decay)
+    if opts.schedule != "onecycle":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=opts.patience)
+        return _Optimisation(optimizer, plateau, per_batch=False)
+    steps = batches if opts.max_steps is None else min(batches, opts.max_steps)
+    total = max(4, opts.epochs * steps)  # OneCycleLR needs >= 2 steps in each phase
+    onecycle = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=opts.lr, total_steps=total, pct_start=max(0.05, 2 / total)
+    )
+    return _Optimisation(optimizer, onecycle, per_batch=True)
+
+
+def _start(
+    opts: TrainOptions,
+    out: Path,
+    model: VTN,
+    trainable: torch.nn.Module,
+    optimisation: _Optimisation,
+    device: torch.device,
+    rank: int,
+    resume: bool,
+) -> _RunState:
+    """A new run directory, or (--resume) the state its last epoch saved."""
+    if not resume:
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "options.json").write_text(json.dumps(asdict(opts), indent=2))
+        return _RunState()
+    saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
+    model.load_state_dict(saved["model"])
+    if "head" in saved:
+        trainable.load_state_dict(saved["head"])
+    optimisation.optimizer.load_state_dict(saved["optimizer"])
+    optimisation.scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    if rank == 0:
+        log.info("resuming %s after epoch %d", out, int(saved["epoch"]))
+    return _RunState(epoch=int(saved["epoch"]), best_acc=float(saved["best_acc"]), history=json.loads(saved["history"]))
+
+
+def _save_epoch(
+    out: Path, record: dict, state: _RunState, model: VTN, trainable: torch.nn.Module, optimisation: _Optimisation
+) -> None:
+    """The epoch's line, checkpoints (last, and best by validation accuracy) and resumable state."""
+    log.info(
+        "epoch %d: loss %.4f acc %.3f | val loss %.4f acc %.3f | lr %.1e | %s s",
+        record["epoch"], record["loss"], record["acc"], record["val_loss"], record["val_acc"], record["lr"],
+        record["seconds"],
+    )  # fmt: skip
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if isinstance(trainable, FeatureHead):
+        trainable.fold()
+    save_checkpoint(model, out / "last.safetensors")
+    if record["val_acc"] > state.best_acc:
+        state.best_acc = record["val_acc"]
+        save_checkpoint(model, out / "best.safetensors")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimisation.optimizer.state_dict(),
+            "scheduler": optimisation.scheduler.state_dict(),
+            "epoch": record["epoch"],
+            "best_acc": state.best_acc,
+            "history": json.dumps(state.history),
+            "rng": torch.get_rng_state(),
+            **({"head": trainable.state_dict()} if trainable is not model else {}),
+        },
+        out / "state.pt.partial",
+    )
+    os.replace(out / "state.pt.partial", out / "state.pt")
+    plot_curves(state.history, out / "curves.png")
 
 
 def _run_epoch(

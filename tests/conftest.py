@@ -7,6 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VTN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHIPPED_INT8 = ROOT / "ir_models" / "mobilenetv2-rgb-int8"
+SHIPPED_FP16 = ROOT / "ir_models" / "mobilenetv2-rgb-fp16"
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,7 @@ def trained_checkpoint(tiny_dataset, shared_data, tmp_path_factory) -> Path:
         TrainOptions(
             arch="mobilenetv2",
             data=str(tiny_dataset / "train" / "core"),
-            val=str(tiny_dataset / "val" / "core"),
+            validation=str(tiny_dataset / "val" / "core"),
             out=str(out),
             freeze_encoder=True,
             views=1,

@@ -220,13 +220,16 @@ def test_interrupted_build_leaves_no_model_directory(tmp_path, trained_checkpoin
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+    reached = False
     for line in proc.stdout:  # wait until it is halfway: calibrating
         if line.startswith("[4/6]"):
+            reached = True
             break
+    assert reached, "the build ended before it reached calibration"
     time.sleep(1.0)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)  # keep reading: a child blocked on a full pipe would never exit
-    assert proc.returncode != 0
+    rest, _ = proc.communicate(timeout=60)  # keep reading: a child blocked on a full pipe would never exit
+    assert proc.returncode != 0 and "[5/6]" not in rest and "done in" not in rest  # stopped where it was
     assert not out.exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
     if sig == signal.SIGINT:  # a clean interruption removes its work directory too
@@ -265,3 +268,162 @@ def test_accuracy_control_needs_labelled_validation_data(tmp_path, trained_check
         with pytest.raises(BuildError, match=re.escape(message)):
             build(opts)
         assert not (tmp_path / "x").exists()
+
+
+def _corrupted(model: ov.Model) -> ov.Model:
+    """The model with its largest float weight negated: a fault the build's checks must catch."""
+    from openvino import opset13 as ops
+
+    weights = [
+        op for op in model.get_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f32 and op.get_output_size() == 1
+    ]  # fmt: skip
+    largest = max(weights, key=lambda op: int(np.prod(op.get_output_shape(0))))
+    flipped = ops.constant(-largest.get_data())
+    for target in list(largest.output(0).get_target_inputs()):
+        target.replace_source_output(flipped.output(0))
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+def test_a_build_whose_ir_disagrees_with_torch_fails_with_its_table_and_writes_nothing(
+    tmp_path, trained_checkpoint, tiny_dataset, monkeypatch
+):
+    import converter.build as build_module
+
+    real = build_module.to_openvino
+    monkeypatch.setattr(build_module, "to_openvino", lambda *a, **k: tuple(map(_corrupted, real(*a, **k))))
+    opts = BuildOptions(
+        arch="mobilenetv2", checkpoint=trained_checkpoint, precision="fp32", out=tmp_path / "bad", verify_clips=8,
+        validation=tiny_dataset / "val" / "core",
+    )  # fmt: skip
+    with pytest.raises(BuildError, match="the IR disagrees with torch beyond tolerance") as failure:
+        build(opts)
+    assert "embedding cosine" in str(failure.value) and "| precision" in str(failure.value)  # the table
+    assert list(tmp_path.iterdir()) == []  # no model, no partial directory
+
+
+def test_accuracy_control_that_cannot_hold_its_bound_fails_and_writes_nothing(
+    tmp_path, trained_checkpoint, tiny_dataset, monkeypatch
+):
+    import converter.build as build_module
+
+    # NNCF returning a model that loses accuracy: the build's own final check must refuse it
+    monkeypatch.setattr(build_module, "quantize_with_accuracy_control", lambda model, *a, **k: _corrupted(model))
+    opts = BuildOptions(
+        arch="mobilenetv2", checkpoint=trained_checkpoint, precision="int8", out=tmp_path / "bad",
+        calibration=tiny_dataset / "train" / "core", validation=tiny_dataset / "val" / "core",
+        calibration_clips=8, verify_clips=16, max_accuracy_drop=0.05,
+    )  # fmt: skip
+    with pytest.raises(BuildError, match=r"INT8 loses [\d.]+ points of top-1 .* no model was written"):
+        build(opts)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_written_irs_agree_with_torch_when_run_by_plain_openvino(built_models, trained_checkpoint, tiny_dataset):
+    """Not the build's own numbers: the files on disk, run by OpenVINO alone, against torch's top-1."""
+    from converter.build import torch_reference
+    from converter.calibration import labelled_clips
+    from converter.checkpoints import load_checkpoint
+
+    model = load_checkpoint(trained_checkpoint)
+    pre = model.config.preprocessing
+    clips, labels = labelled_clips(tiny_dataset / "val" / "core", list(model.config.labels), pre, window=16,
+                                   stride=2, max_clips=16)  # fmt: skip
+    torch_top1 = np.argmax(torch_reference(model, clips)[1], axis=1)
+    core = ov.Core()
+    for precision in ("fp32", "fp16"):
+        enc = core.compile_model(built_models[precision] / "encoder.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        dec = core.compile_model(built_models[precision] / "decoder.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        ir_top1 = []
+        for clip in clips:
+            embeddings = np.stack([enc([frame[None]])[0].reshape(-1) for frame in clip])
+            ir_top1.append(int(np.argmax(dec([embeddings[None]])[0])))
+        agree = np.mean(np.array(ir_top1) == torch_top1)
+        assert agree >= (1.0 if precision == "fp32" else 15 / 16), (precision, ir_top1, torch_top1.tolist())
+        assert np.mean(np.array(ir_top1) == np.array(labels)) >= 0.6  # and the model is right, not just alike
+
+
+@pytest.mark.parametrize("modality", ["rgbdiff", "stacked"])
+def test_difference_modalities_build_and_stream_as_torch_computes_them(tmp_path, shared_data, modality):
+    """Frame pairs through the whole path: build, then StreamingRecognizer's first full window against
+    torch on the same sampled frames (a ResNet-18 at random, whose features do not vanish)."""
+    import torch
+
+    from converter.build import torch_reference
+    from converter.checkpoints import save_checkpoint
+    from converter.config import VTNConfig
+    from converter.models.vtn import build_vtn
+    from vtn_edge import LabelPolicy, StreamingRecognizer
+    from vtn_edge.compile_options import CompileOptions
+    from vtn_edge.metadata import Preprocessing
+    from vtn_edge.preprocess import center_crop_resize
+    from vtn_edge.smoothing import softmax
+    from vtn_edge.video import read_frames
+
+    torch.manual_seed(3)
+    pre = Preprocessing(input_size=96, resize_short=96)
+    config = VTNConfig(arch="resnet18", modality=modality, num_classes=4, preprocessing=pre)
+    checkpoint = save_checkpoint(build_vtn(config).eval(), tmp_path / f"{modality}.safetensors")
+    out = build(BuildOptions(arch="resnet18", modality=modality, checkpoint=checkpoint, precision="fp32",
+                             out=tmp_path / "ir", verify_clips=4))  # fmt: skip
+    manifest = Manifest.load(out / "model.json")
+    assert (manifest.modality, manifest.seq_len) == (modality, 15)
+
+    frames = read_frames(shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi")[:40]
+    # f32 execution: on CPUs with bf16 the default would differ from torch by about as much as the
+    # two pairings differ from each other, and this test is about the pairing
+    f32 = CompileOptions(precision_hint="f32")
+    with StreamingRecognizer(out, policy=LabelPolicy(), options=f32) as rec:
+        predictions = [p for f in frames for p in rec.push(f)] + rec.flush()
+    first = next(p for p in predictions if p.window_full)
+    assert first.frame_index == 30  # 16 sampled frames (0, 2, .., 30): 15 pairs
+    clip = np.stack([center_crop_resize(frames[i], pre) for i in range(0, 31, 2)])
+    from converter.checkpoints import load_checkpoint
+
+    model = load_checkpoint(checkpoint)
+    expected = softmax(torch_reference(model, [clip])[1][0].astype(np.float64))
+    streamed = np.array([dict(first.top_k)[label] for label in manifest.labels])
+    assert np.allclose(streamed, expected, atol=1e-4), (streamed, expected)
+    # the comparison can tell pairings apart: the same frames paired the other way round differ
+    reversed_order = softmax(torch_reference(model, [clip[::-1]])[1][0].astype(np.float64))
+    assert np.abs(reversed_order - expected).max() > 1e-3, (reversed_order, expected)
+
+
+def test_evaluate_commands_on_a_labelled_set_with_known_answers(
+    built_models, trained_checkpoint, tiny_dataset, tmp_path
+):
+    """`converter evaluate` (torch) and `vtn_edge evaluate` (the fp32 IR) as a user runs them: the same
+    answers on the validation set, and none right once the class folders are renamed in a cycle."""
+    import shutil
+
+    import cv2
+
+    val = tiny_dataset / "val" / "core"
+    classes = (val / "labels.txt").read_text().split()  # the order of the confusion matrix's rows
+    shuffled = tmp_path / "shuffled"
+    for name, other in zip(classes, classes[1:] + classes[:1]):  # every video now carries a wrong label
+        shutil.copytree(val / name, shuffled / other)
+    shutil.copy(val / "labels.txt", shuffled / "labels.txt")
+
+    def run(command: list[str]) -> dict:
+        out = subprocess.run([sys.executable, "-m", *command, "--json"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    png = tmp_path / "confusion.png"
+    torch_result = run(["converter", "evaluate", "--checkpoint", str(trained_checkpoint), "--data", str(val),
+                        "--confusion-png", str(png)])  # fmt: skip
+    ir_result = run(["vtn_edge", "evaluate", str(built_models["fp32"]), "--data", str(val)])
+    for result in (torch_result, ir_result):
+        confusion = np.array(result["confusion"])
+        assert result["videos"] == 32 and confusion.sum() == 32 and confusion.shape == (4, 4)
+        assert result["video@1"] == pytest.approx(np.trace(confusion) / 32)  # the summary is the matrix's
+        assert result["video@1"] >= 0.6  # a trained model (chance: 0.25)
+    assert torch_result["confusion"] == ir_result["confusion"]  # fp32: the same decisions, video by video
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100 and image.std() > 10
+    wrong = run(["vtn_edge", "evaluate", str(built_models["fp32"]), "--data", str(shuffled)])
+    # the same decisions against cycled labels: right now exactly where it predicted the next class
+    expected = sum(np.array(ir_result["confusion"])[i, (i + 1) % 4] for i in range(4)) / 32
+    assert wrong["video@1"] == pytest.approx(expected) and wrong["video@1"] < 0.4

@@ -267,6 +267,12 @@ def test_refuses_pickled_code_truncated_and_non_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_any(tmp_path / "absent.safetensors")
 
+    ours = save_checkpoint(build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)), tmp_path / "ours.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(ours.read_bytes()[: ours.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(CheckpointError, match="cut.safetensors is a damaged or truncated checkpoint"):
+        load_any(cut)
+
 
 # ------------------------------------------------------------ our format
 @pytest.mark.parametrize("modality", ["rgb", "stacked", "two_stream"])

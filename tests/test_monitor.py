@@ -17,11 +17,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT, SHIPPED_INT8
 from servers import (
     Broker,
     RtspServer,
@@ -38,8 +40,7 @@ from vtn_edge.monitor.events import ActionEvent, EventTracker, JsonLinesWriter
 from vtn_edge.monitor.mqtt import MqttError, parse_mqtt_url
 from vtn_edge.types import Prediction
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "ir_models" / "mobilenetv2-rgb-int8"
+MODEL = SHIPPED_INT8
 CLIP = "v_ApplyEyeMakeup_g01_c01.avi"  # 320x240
 OTHER_CLIP = "carving_ice.mp4"  # 360x360
 
@@ -194,8 +195,6 @@ def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosq
 
 
 def _seconds(iso: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
@@ -564,7 +563,10 @@ def test_event_tracker_turns_labels_into_start_and_end_events(tmp_path):
         writer.write(e)
     writer.close()
     rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
-    assert rows[1]["duration_s"] == pytest.approx(5 / 25, abs=1e-3)  # 5 frames and rows[1]["start_time"].endswith("Z")
+    assert rows[1]["duration_s"] == pytest.approx(5 / 25, abs=1e-3)  # 5 frames
+    assert rows[1]["start_time"].endswith("Z") and rows[1]["end_time"].endswith("Z")  # UTC, ISO 8601
+    start = datetime.fromisoformat(rows[1]["start_time"].replace("Z", "+00:00"))
+    assert start.utcoffset().total_seconds() == 0 and abs(start.timestamp() - got[1].start_time) < 1e-3
 
 
 def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):
@@ -590,3 +592,61 @@ def test_source_and_url_checks():
     assert parse_mqtt_url("mqtts://broker/site/a").port == 8883
     with pytest.raises(MqttError, match="wildcards"):
         parse_mqtt_url("mqtt://broker/site/#")
+
+
+def test_a_hung_camera_times_out_and_is_reconnected(shared_data):
+    """The server stops sending (SIGSTOP) with the connection open: the read timeout fires, opening
+    again times out while it hangs, and the stream comes back once it resumes."""
+    need(have_rtsp_server(), "GStreamer's RTSP server for the system Python (python3-gi) is not installed")
+    server = RtspServer(shared_data / "videos" / CLIP).start()
+    options = LiveOptions(open_timeout_s=1.5, read_timeout_s=1.5, backoff_initial_s=0.2, backoff_max_s=0.5)
+    try:
+        with LiveSource(server.url, options) as source:
+
+            def wait(condition, what: str, timeout: float = 40) -> None:
+                deadline = time.monotonic() + timeout
+                while not condition():
+                    assert time.monotonic() < deadline, f"{what}: {source.stats}"
+                    source.take()
+                    time.sleep(0.05)
+
+            wait(lambda: source.stats.frames_read > 10, "frames")
+            server.proc.send_signal(signal.SIGSTOP)  # hangs: accepts nothing new, sends nothing
+            wait(lambda: not source.stats.connected, "the read timeout")
+            assert source.stats.last_error == "read failed or timed out"
+            wait(lambda: source.stats.failed_attempts >= 1, "an open that times out on the hung server")
+            server.proc.send_signal(signal.SIGCONT)
+            read_before = source.stats.frames_read
+            wait(lambda: source.stats.reconnects >= 1 and source.stats.frames_read > read_before + 10, "the return")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        server.stop()
+
+
+def test_a_server_that_accepts_and_says_nothing_is_an_open_timeout():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"rtsp://127.0.0.1:{listener.getsockname()[1]}/stream"
+        options = LiveOptions(open_timeout_s=1.0, read_timeout_s=1.0, backoff_initial_s=0.2, backoff_max_s=0.2)
+        with LiveSource(url, options) as source:
+            deadline = time.monotonic() + 20
+            while source.stats.failed_attempts < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = source.stats
+        assert stats.failed_attempts >= 2 and not stats.connected and stats.frames_read == 0
+        assert stats.last_error == "unreachable, refused or not a video stream"
+
+
+def test_a_threshold_and_a_hold_shape_the_events(tmp_path, shared_data):
+    """The monitor's own policy flags (after the helper's 0 and 0): no event below the threshold, and
+    no label replaced before another has led for the hold (stream time: --no-pace reads fast)."""
+    mon = Monitor(tmp_path, "--source", str(shared_data / "videos" / OTHER_CLIP), "--no-pace", "--loop",
+                  "--duration", "4", "--threshold", "0.8", "--hold", "0.4")  # fmt: skip
+    assert mon.proc.wait(60) == 0, mon.log()
+    events = mon.events()
+    assert_complete(events)
+    ends = [e for e in events if e["event"] == "end"]
+    assert all(e["score"] >= 0.8 and e["max_score"] >= 0.8 for e in ends), ends
+    changed = [e for e in ends if e["reason"] == "label_changed"]
+    assert changed and all(e["duration_s"] >= 0.4 - 0.05 for e in changed), changed

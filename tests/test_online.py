@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, SHIPPED_INT8
 
 from vtn_edge.errors import DataError
 from vtn_edge.monitor.events import ActionEvent
 from vtn_edge.online import AnnotatedStream, Replay, Span, load_streams, match, score
-
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_INT8 = ROOT / "ir_models" / "mobilenetv2-rgb-int8"
 
 
 # ---------------------------------------------------------------------- the matcher
@@ -267,13 +265,13 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
 
     shipped = ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"
     opts = TrainOptions(
-        arch="mobilenetv2", data=str(tiny_stream), val=str(tiny_stream), out=str(tmp_path / "run"),
+        arch="mobilenetv2", data=str(tiny_stream), validation=str(tiny_stream), out=str(tmp_path / "run"),
         freeze_encoder=True, init_checkpoint=str(shipped), epochs=1, batch_size=8, max_steps=3, workers=0,
     )  # fmt: skip
     with pytest.raises(TrainError, match="add --freeze-encoder"):
         train(replace(opts, freeze_encoder=False))
-    with pytest.raises(TrainError, match="--val must too"):
-        train(replace(opts, val=str(tmp_path)))
+    with pytest.raises(TrainError, match="--validation must too"):
+        train(replace(opts, validation=str(tmp_path)))
     # trimmed clips trained beside the streams keep their class names, renumbered to the streams' classes
     clips = tiny_dataset / "train" / "core"
     mix = _mix_items(replace(opts, mix_clips=str(clips)), synth_streams.CORE_CLASSES)

@@ -51,7 +51,6 @@ def _get(url: str) -> bytes:
         return r.read()
 
 
-@pytest.mark.slow
 def test_the_preview_page_in_a_real_browser(tmp_path, shared_data):
     need(_chromium() is not None, "chromium is not installed")
     port, videos = free_port(), shared_data / "videos"

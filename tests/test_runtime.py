@@ -1,4 +1,4 @@
-"""StreamingRecognizer on real IR models and the real clips in ../shared/data/videos."""
+"""StreamingRecognizer on the shipped IRs (no torch needed) and the real clips in ../shared/data/videos."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import openvino as ov
 import pytest
+from conftest import SHIPPED_FP16, SHIPPED_INT8
 
 from vtn_edge import CompileOptions, LabelPolicy, StreamingRecognizer, load_model
 from vtn_edge.errors import FrameError, ModelError, SourceError, VtnEdgeError
@@ -27,8 +28,8 @@ def _clips(shared_data):
     return sorted((shared_data / "videos").iterdir())
 
 
-def test_every_frame_gets_a_prediction_in_order_for_every_clip(shared_data, built_models):
-    with StreamingRecognizer(built_models["int8"]) as rec:
+def test_every_frame_gets_a_prediction_in_order_for_every_clip(shared_data):
+    with StreamingRecognizer(SHIPPED_INT8) as rec:
         for clip in _clips(shared_data):
             rec_new = StreamingRecognizer(rec.model)  # fresh stream state per clip
             with rec_new:
@@ -50,8 +51,8 @@ def test_counting_frames_agrees_with_reading_them(shared_data, tmp_path):
         count_frames(tmp_path / "missing.mp4")
 
 
-def test_predictions_equal_offline_decoder_on_the_same_sampled_frames(shared_data, built_models):
-    model = load_model(built_models["int8"])
+def test_predictions_equal_offline_decoder_on_the_same_sampled_frames(shared_data):
+    model = load_model(SHIPPED_INT8)
     options = CompileOptions()
     clip = shared_data / "videos" / "arm_wrestling.mp4"
     with StreamingRecognizer(model, options=options, top_k=4) as rec:
@@ -70,13 +71,13 @@ def test_predictions_equal_offline_decoder_on_the_same_sampled_frames(shared_dat
             assert score == pytest.approx(probs[model.manifest.labels.index(name)], abs=1e-5)
 
 
-def test_out_of_order_completion_keeps_frame_order(shared_data, built_models):
+def test_out_of_order_completion_keeps_frame_order(shared_data):
     frames = read_frames(shared_data / "videos" / "v_BaseballPitch_g01_c01.avi")
     options = CompileOptions(mode="throughput")
 
     def labels(recognizer_class) -> list[tuple]:
         # frames pushed back to back (already decoded), so several requests are always in flight
-        with recognizer_class(built_models["int8"], options=options, requests=4) as rec:
+        with recognizer_class(SHIPPED_INT8, options=options, requests=4) as rec:
             out = [p for f in frames for p in rec.push(f)] + rec.flush()
         return [(p.frame_index, p.label, round(p.score, 5)) for p in out]
 
@@ -95,16 +96,16 @@ def test_out_of_order_completion_keeps_frame_order(shared_data, built_models):
     assert got == expected
 
 
-def test_streams_equal_separate_recognizers(shared_data, built_models):
+def test_streams_equal_separate_recognizers(shared_data):
     clips = _clips(shared_data)[:3]
     frames = [read_frames(c, max_frames=80) for c in clips]
     options = CompileOptions(mode="throughput")
     separate = []
     for fr in frames:
-        with StreamingRecognizer(built_models["int8"], options=options) as rec:
+        with StreamingRecognizer(SHIPPED_INT8, options=options) as rec:
             out = [p for f in fr for p in rec.push(f)] + rec.flush()
             separate.append([(p.frame_index, p.label, p.score) for p in out])
-    with StreamingRecognizer(built_models["int8"], streams=3, options=options) as rec:
+    with StreamingRecognizer(SHIPPED_INT8, streams=3, options=options) as rec:
         got = [[] for _ in clips]
         for i in range(80):
             for s in range(3):
@@ -152,27 +153,27 @@ def test_open_model_zoo_pair_runs(shared_data, tmp_path):
         load_model(tmp_path)
 
 
-def test_bad_model_files(built_models, tmp_path):
+def test_bad_model_files(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "nothing")
     with pytest.raises(ModelError, match="not a model directory"):
         load_model(tmp_path)
     broken = tmp_path / "broken"
-    shutil.copytree(built_models["fp32"], broken)
+    shutil.copytree(SHIPPED_FP16, broken)
     (broken / "encoder.xml").write_text((broken / "encoder.xml").read_text()[:5000])
     with pytest.raises(ModelError, match="not a readable OpenVINO IR"):
         load_model(broken)
-    shutil.copy(built_models["fp32"] / "encoder.xml", broken / "encoder.xml")
+    shutil.copy(SHIPPED_FP16 / "encoder.xml", broken / "encoder.xml")
     (broken / "decoder.bin").unlink()
     with pytest.raises(ModelError, match="missing weights file"):
         load_model(broken)
-    shutil.copy(built_models["fp32"] / "decoder.bin", broken / "decoder.bin")
+    shutil.copy(SHIPPED_FP16 / "decoder.bin", broken / "decoder.bin")
     (broken / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_model(broken)
 
 
-def test_frames_of_every_kind(built_models, shared_data):
+def test_frames_of_every_kind(shared_data):
     frame = read_frames(shared_data / "videos" / "carving_ice.mp4", max_frames=1)[0]
     kinds = [
         frame,
@@ -182,10 +183,10 @@ def test_frames_of_every_kind(built_models, shared_data):
         frame[:100, :50],
         np.ascontiguousarray(frame[::-1]),
     ]
-    with StreamingRecognizer(built_models["int8"]) as rec:
-        for i in range(40):
-            rec.push(kinds[i % len(kinds)])
-        assert len(rec.flush()) + 0 >= 0
+    with StreamingRecognizer(SHIPPED_INT8) as rec:
+        pushed = [p for i in range(40) for p in rec.push(kinds[i % len(kinds)])]
+        labelled = pushed + rec.flush()
+        assert [p.frame_index for p in labelled] == list(range(40))  # every kind of frame got its label
         with pytest.raises(FrameError, match="empty frame"):
             rec.push(np.zeros((0, 0, 3), np.uint8))
         with pytest.raises(FrameError, match="not supported"):
@@ -196,21 +197,21 @@ def test_frames_of_every_kind(built_models, shared_data):
         assert out[-1].frame_index == 40  # refused frames did not advance the stream
 
 
-def test_sources_that_cannot_be_opened(built_models, tmp_path):
+def test_sources_that_cannot_be_opened(tmp_path):
     bogus = tmp_path / "clip.mp4"
     bogus.write_bytes(b"\x00" * 1000)
-    with StreamingRecognizer(built_models["int8"]) as rec:
+    with StreamingRecognizer(SHIPPED_INT8) as rec:
         with pytest.raises(SourceError, match="does not exist"):
             list(rec.run(tmp_path / "absent.mp4"))
         with pytest.raises(SourceError, match="cannot open"):
             list(rec.run(bogus))
 
 
-def test_one_label_policy_per_stream(built_models, shared_data):
+def test_one_label_policy_per_stream(shared_data):
     clip = read_frames(shared_data / "videos" / "arm_wrestling.mp4")
     strict = LabelPolicy(threshold=0.0, smoothing=None, hold_seconds=1000.0)  # no label can lead that long
     loose = LabelPolicy(threshold=0.0, smoothing=None)
-    with StreamingRecognizer(built_models["int8"], streams=2, policy=[strict, loose]) as rec:
+    with StreamingRecognizer(SHIPPED_INT8, streams=2, policy=[strict, loose]) as rec:
         labels: dict[int, list] = {0: [], 1: []}
         for frame in clip:
             for stream in (0, 1):
@@ -220,18 +221,40 @@ def test_one_label_policy_per_stream(built_models, shared_data):
             labels[p.stream].append(p.label)
     assert not any(labels[0]) and any(labels[1])  # the same frames, each stream under its own policy
     with pytest.raises(VtnEdgeError, match="2 label policies for 3 streams: give one, or one per stream"):
-        StreamingRecognizer(built_models["int8"], streams=3, policy=[strict, loose])
+        StreamingRecognizer(SHIPPED_INT8, streams=3, policy=[strict, loose])
 
 
-def test_smoothing_threshold_and_hysteresis(built_models, shared_data):
+def test_smoothing_threshold_and_hysteresis(shared_data):
+    video = shared_data / "videos" / "arm_wrestling.mp4"
+
+    def run(policy: LabelPolicy) -> list:
+        with StreamingRecognizer(SHIPPED_INT8, policy=policy, top_k=15) as rec:
+            return [p for p in rec.run(video) if p.window_full]
+
+    raw = run(LabelPolicy())
     policy = LabelPolicy(smoothing="ema", alpha=0.2, threshold=0.99, hold_seconds=0.5)
-    with StreamingRecognizer(built_models["int8"], policy=policy) as rec:
-        predictions = list(rec.run(shared_data / "videos" / "arm_wrestling.mp4"))
-    full = [p for p in predictions if p.window_full]
-    assert all(p.label is None or p.score >= 0.99 for p in full)
+    smoothed = run(policy)
+    assert all(p.label is None or p.score >= 0.99 for p in smoothed)
+    # each decoder result is alpha * its own probabilities + (1 - alpha) * the previous result
+    label = raw[0].top_k[0][0]
+
+    def results(predictions: list) -> list[float]:  # one value per decoder run (frames between carry it)
+        values = [dict(p.top_k).get(label) for p in predictions]
+        return [v for i, v in enumerate(values) if i == 0 or predictions[i].top_k != predictions[i - 1].top_k]
+
+    raw_p, ema_p = results(raw), results(smoothed)
+    assert len(raw_p) == len(ema_p) > 10 and None not in raw_p + ema_p  # top_k holds all 15 classes
+    expected = [raw_p[0]]
+    for p in raw_p[1:]:
+        expected.append(0.2 * p + 0.8 * expected[-1])
+    assert np.allclose(ema_p, expected, atol=1e-5)
+    assert np.abs(np.diff(ema_p)).sum() < np.abs(np.diff(raw_p)).sum()  # smoother than what came in
+    # hysteresis: no label replaced within the hold of its start
+    changes = [p.timestamp for a, p in zip(smoothed, smoothed[1:]) if p.label != a.label]
+    assert all(b - a >= 0.5 - 1e-6 for a, b in zip(changes, changes[1:]))
 
 
-def test_runtime_runs_without_torch(built_models, shared_data):
+def test_runtime_runs_without_torch(shared_data):
     code = f"""
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -240,7 +263,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(name + ' is not installed')
 sys.meta_path.insert(0, Block())
 from vtn_edge import StreamingRecognizer
-with StreamingRecognizer({str(built_models["int8"])!r}) as rec:
+with StreamingRecognizer({str(SHIPPED_INT8)!r}) as rec:
     n = sum(1 for p in rec.run({str(shared_data / "videos" / "short_32frames.mp4")!r}))
 print('FRAMES', n, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nncf', 'onnx')))
 """
@@ -249,14 +272,14 @@ print('FRAMES', n, sorted(m for m in sys.modules if m.split('.')[0] in ('torch',
     assert "FRAMES 32 []" in out.stdout
 
 
-def test_cli_run_json_and_bench(built_models, shared_data):
+def test_cli_run_json_and_bench(shared_data):
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "vtn_edge",
             "run",
-            str(built_models["int8"]),
+            str(SHIPPED_INT8),
             str(shared_data / "videos" / "short_32frames.mp4"),
             "--json",
         ],
@@ -266,14 +289,16 @@ def test_cli_run_json_and_bench(built_models, shared_data):
     )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [x["frame"] for x in lines] == list(range(32))
-    assert lines[-1]["window_full"] and lines[-1]["label"] in ("fill", "empty", "zoom_in", "zoom_out")
+    with StreamingRecognizer(SHIPPED_INT8) as rec:  # the same labels as the Python API gives
+        expected = [p.label for p in rec.run(shared_data / "videos" / "short_32frames.mp4")]
+    assert lines[-1]["window_full"] and [x["label"] for x in lines] == expected
     bench = subprocess.run(
         [
             sys.executable,
             "-m",
             "vtn_edge",
             "bench",
-            str(built_models["int8"]),
+            str(SHIPPED_INT8),
             "--frames",
             "200",
             "--source",

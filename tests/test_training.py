@@ -30,7 +30,7 @@ def _run(tmp_path, data, **kw):
 
 
 def test_folder_per_class_layout(tiny_dataset, tmp_path):
-    out = _run(tmp_path, tiny_dataset / "train" / "core", val=str(tiny_dataset / "val" / "core"))
+    out = _run(tmp_path, tiny_dataset / "train" / "core", validation=str(tiny_dataset / "val" / "core"))
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["epoch"] == 1 and np.isfinite(record["loss"])
     assert (out / "best.safetensors").is_file() and (out / "last.safetensors").is_file()
@@ -76,7 +76,7 @@ def test_original_authors_layout(tiny_dataset, tmp_path):
         database[f"v{i}"] = {"subset": "training" if i % 2 == 0 else "validation", "annotations": {"label": label}}
     (tmp_path / "annotation.json").write_text(json.dumps({"labels": list(source.labels), "database": database}))
     assert len(open_dataset(tmp_path / "annotation.json", subset="training")) == 4
-    _run(tmp_path, tmp_path / "annotation.json", val=str(tmp_path / "annotation.json"))
+    _run(tmp_path, tmp_path / "annotation.json", validation=str(tmp_path / "annotation.json"))
 
 
 def test_undecodable_videos_are_skipped_and_an_empty_dataset_is_an_error(tmp_path, caplog):
@@ -496,3 +496,34 @@ def test_progress_in_a_log_is_one_plain_line_per_report(capsys, monkeypatch):
     lines = capsys.readouterr().err.split("\n")
     assert "\r" not in "".join(lines) and lines[-1] == ""
     assert [line.split("|")[0] for line in lines[:-1]] == [f"steps: {p:>3}%" for p in (0, 33, 67, 100)]
+
+
+def test_the_train_command_line_is_the_options_dataclass(tmp_path, tiny_dataset, capsys):
+    from dataclasses import fields
+
+    from converter.cli import build_parser, main
+
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    flags = {f.name: f.metadata.get("flag") or "--" + f.name.replace("_", "-") for f in fields(TrainOptions)}
+    flags["flip"] = "--no-flip"
+    assert all(flag in train_help for flag in flags.values()), train_help  # every option has its flag
+
+    out, val = tmp_path / "run", tiny_dataset / "val" / "core"
+    argv = ["train", "--arch", "mobilenetv2", "--data", str(tiny_dataset / "train" / "core"), "--val", str(val),
+            "--out", str(out), "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--max-steps", "2",
+            "--workers", "0", "--no-flip"]  # fmt: skip
+    assert main(argv) == 0
+    stored = json.loads((out / "options.json").read_text())
+    assert stored["validation"] == str(val)  # the old --val spelling still works
+    assert (stored["flip"], stored["epochs"], stored["input_size"], stored["out"]) == (False, 1, 64, str(out))
+    assert stored["lr"] == TrainOptions.__dataclass_fields__["lr"].default  # not given: the dataclass's default
+
+    for bad, message in [
+        (["--mix-share", "2"], "--mix-share is a fraction of each epoch in (0, 1), got 2.0"),
+        (["--subspace", "8"], "--subspace works on cached features: add --freeze-encoder"),
+        ([], "train needs --arch and --data"),
+    ]:
+        base = ["train", "--arch", "mobilenetv2", "--data", "nowhere"] if bad else ["train"]
+        assert main(base + bad) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()

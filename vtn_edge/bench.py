@@ -132,7 +132,7 @@ def run_bench(
     options: CompileOptions | None = None,
     runs: int = 300,
 ) -> BenchResult:
-    options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
+    options = (options or CompileOptions()).for_streams(streams)
     manifest = model.manifest
     encoder, decoder = compile_pair(model, options)
     enc_inputs = [np.zeros(tuple(i.get_shape()), dtype=i.get_element_type().to_dtype()) for i in encoder.inputs]

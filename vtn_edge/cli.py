@@ -16,17 +16,9 @@ EDGE_ISA = "AVX2"
 
 
 def _compile_options(args: argparse.Namespace, streams: int = 1):
-    from vtn_edge.model import CompileOptions
+    from vtn_edge.compile_options import compile_options_from_flags
 
-    mode = args.mode or ("throughput" if streams > 1 else "latency")
-    return CompileOptions(
-        device=args.device,
-        mode=mode,
-        threads=args.threads,
-        streams=args.ov_streams,
-        precision_hint=args.precision_hint,
-        cache_dir=args.cache_dir,
-    )
+    return compile_options_from_flags(args).for_streams(streams)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -104,7 +96,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_dataset(
         dataset, predict, manifest.preprocessing, window=manifest.window, stride=manifest.stride, progress=progress
     )
-    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png)
+    what = f"{Path(args.model).name} ({manifest.precision} IR) on {args.data}"
+    report_evaluation(result, dataset.labels, as_json=args.json, confusion_png=args.confusion_png, what=what)
     return 0
 
 
@@ -163,12 +156,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_compile_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="CPU")
-    p.add_argument("--mode", choices=("latency", "throughput"), help="OpenVINO performance hint")
-    p.add_argument("--threads", type=int, help="inference threads")
-    p.add_argument("--ov-streams", type=int, help="OpenVINO CPU streams")
-    p.add_argument("--precision-hint", help="e.g. f32 to disable bf16 execution")
-    p.add_argument("--cache-dir", help="OpenVINO model cache directory (faster start)")
+    from vtn_edge.compile_options import add_compile_flags
+
+    add_compile_flags(p)
     p.add_argument("--labels", type=Path, help="labels file (for Open Model Zoo IR pairs)")
 
 

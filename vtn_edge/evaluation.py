@@ -14,8 +14,14 @@ from vtn_edge.report import format_table
 
 
 def report_evaluation(
-    result: EvalResult, labels: Sequence[str], *, as_json: bool = False, confusion_png: Path | None = None
+    result: EvalResult,
+    labels: Sequence[str],
+    *,
+    as_json: bool = False,
+    confusion_png: Path | None = None,
+    what: str = "",
 ) -> None:
+    """Prints the result; `what` (for example "model X on data Y") titles the confusion picture."""
     if as_json:
         print(
             json.dumps(
@@ -54,29 +60,44 @@ def report_evaluation(
         for line in result.skipped:
             print(f"skipped: {line}")
     if confusion_png is not None:
-        write_confusion_png(result.confusion, labels, confusion_png)
+        s = result.summary()
+        scores = f"Video@1 {100 * s['video@1']:.1f}%, clip@1 {100 * s['clip@1']:.1f}% ({s['videos']} videos)"
+        write_confusion_png(result.confusion, labels, confusion_png, title=f"{what}: {scores}" if what else scores)
 
 
-def write_confusion_png(confusion: np.ndarray, labels: Sequence[str], path: Path, cell: int = 28) -> None:
-    """A row-normalised confusion matrix drawn with OpenCV (no plotting library in the runtime)."""
+def write_confusion_png(
+    confusion: np.ndarray, labels: Sequence[str], path: Path, *, title: str = "", cell: int = 28
+) -> None:
+    """A row-normalised confusion matrix drawn with OpenCV (no plotting library in the runtime): true
+    classes down the left, predicted classes along the top (names written upwards), counts in the
+    cells, `title` above."""
     n = len(labels)
-    margin = 8 * max(len(x) for x in labels) + 10
-    img = np.full((margin + n * cell + 10, margin + n * cell + 10, 3), 255, np.uint8)
+    font, scale, black = cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0)
+    names = 8 * max(len(x) for x in labels) + 10  # room for the longest class name
+    top, left = 44 + names, 24 + names  # title and axis caption + names
+    grid = n * cell
+    width = max(left + grid + 10, 9 * len(title) + 20)
+    img = np.full((top + grid + 10, width, 3), 255, np.uint8)
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     for i in range(n):
-        cv2.putText(
-            img, labels[i], (4, margin + i * cell + cell // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1
-        )
+        cv2.putText(img, labels[i], (left - names, top + i * cell + cell // 2 + 4), font, scale, black, 1)
         for j in range(n):
+            x0, y0 = left + j * cell, top + i * cell
             shade = int(255 * (1 - rows[i, j]))
-            x0, y0 = margin + j * cell, margin + i * cell
             cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (255, shade, shade), -1)
             if confusion[i, j]:
-                color = (255, 255, 255) if rows[i, j] > 0.5 else (0, 0, 0)
-                cv2.putText(
-                    img, str(confusion[i, j]), (x0 + 3, y0 + cell // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1
-                )
+                color = (255, 255, 255) if rows[i, j] > 0.5 else black
+                cv2.putText(img, str(confusion[i, j]), (x0 + 3, y0 + cell // 2 + 4), font, 0.35, color, 1)
+    # predicted class names, written upwards: drawn on a strip lying on its side, then turned
+    strip = np.full((grid, names, 3), 255, np.uint8)
     for j in range(n):
-        cv2.putText(img, str(j), (margin + j * cell + 6, margin - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        cv2.putText(strip, labels[n - 1 - j], (4, j * cell + cell // 2 + 4), font, scale, black, 1)
+    img[top - names : top, left : left + grid] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    cv2.putText(img, "predicted class", (left, top - names - 6), font, 0.45, black, 1)
+    caption = np.full((20, grid, 3), 255, np.uint8)
+    cv2.putText(caption, "true class", (4, 14), font, 0.45, black, 1)
+    img[top : top + grid, 0:20] = cv2.rotate(caption, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    cv2.putText(img, title, (10, 20), font, 0.5, black, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write the confusion matrix picture {path}")

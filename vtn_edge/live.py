@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import SourceError
-from vtn_edge.sources import LIVE_PREFIXES, is_live
+from vtn_edge.sources import LIVE_PREFIXES, is_live, nominal_fps
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,7 @@ class LiveSource:
             if self.is_file:
                 self.stats.finished = True  # a file that cannot be decoded will not get better
             return None
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        self.stats.fps = fps if fps and 1 <= fps <= 240 else 25.0
+        self.stats.fps = nominal_fps(capture)
         return capture
 
     def _read_until_failure(self, capture: cv2.VideoCapture, connection: int) -> bool:

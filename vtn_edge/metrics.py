@@ -18,7 +18,7 @@ from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.preprocess import center_crop_resize
 from vtn_edge.smoothing import softmax
-from vtn_edge.video import read_frames, sample_indices
+from vtn_edge.video import read_frames, sample_indices, segment_length
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class EvalResult:
 
 
 def segment_starts(num_frames: int, *, window: int, stride: int) -> list[int]:
-    span = window * stride
+    span = segment_length(window, stride)
     return [i * span for i in range(max(1, num_frames // span))]
 
 

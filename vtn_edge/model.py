@@ -8,13 +8,12 @@ labels file, whose window and input size are read off the IRs themselves.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import openvino as ov
 
+from vtn_edge.compile_options import CompileOptions
 from vtn_edge.errors import ModelError
 from vtn_edge.metadata import (
     DECODER_XML,
@@ -27,8 +26,6 @@ from vtn_edge.metadata import (
     read_labels,
 )
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class VtnModel:
@@ -36,34 +33,6 @@ class VtnModel:
     encoder: ov.Model
     decoder: ov.Model
     path: Path
-
-
-@dataclass(frozen=True)
-class CompileOptions:
-    """OpenVINO settings. mode: "latency" (one camera) or "throughput" (many streams)."""
-
-    device: str = "CPU"
-    mode: str = "latency"
-    threads: int | None = None
-    streams: int | None = None
-    precision_hint: str | None = None  # e.g. "f32" to disable bf16 execution
-    cache_dir: str | None = None
-
-    def properties(self) -> dict[str, str]:
-        if self.mode not in ("latency", "throughput"):
-            raise ModelError(f"mode must be 'latency' or 'throughput', got {self.mode!r}")
-        props = {"PERFORMANCE_HINT": self.mode.upper()}
-        if self.threads:
-            props["INFERENCE_NUM_THREADS"] = str(self.threads)
-        if self.streams:
-            props["NUM_STREAMS"] = str(self.streams)
-        if self.precision_hint:
-            props["INFERENCE_PRECISION_HINT"] = self.precision_hint
-        elif os.environ.get("ONEDNN_MAX_CPU_ISA"):
-            # a capped instruction set stands for a smaller CPU: the plugin would still pick bf16 when
-            # the real CPU has it, which oneDNN cannot run under the cap ("object is not initialized")
-            props["INFERENCE_PRECISION_HINT"] = "f32"
-        return props
 
 
 def _read(core: ov.Core, path: Path) -> ov.Model:

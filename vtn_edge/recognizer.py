@@ -186,7 +186,7 @@ class StreamingRecognizer:
         self.labels = manifest.labels
         self.stride = stride or manifest.stride
         self.top_k = max(1, min(top_k, len(self.labels)))
-        self.options = options or CompileOptions(mode="throughput" if streams > 1 else "latency")
+        self.options = (options or CompileOptions()).for_streams(streams)
         self._pre = manifest.preprocessing
         encoder, decoder = compile_pair(self.model, self.options)
         if requests is None:

@@ -15,6 +15,13 @@ import numpy as np
 from vtn_edge.errors import SourceError
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://")
+FALLBACK_FPS = 25.0  # for sources that report no usable frame rate
+
+
+def nominal_fps(capture: cv2.VideoCapture) -> float:
+    """The frame rate a capture reports, or FALLBACK_FPS where it reports none or nonsense."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return fps if fps and 1 <= fps <= 240 else FALLBACK_FPS
 
 
 def is_live(source: str | int | Path) -> bool:
@@ -36,8 +43,7 @@ class VideoSource:
                 f"cannot open video source {source!r} (not a video OpenCV can decode, "
                 "an unreachable URL, or a camera index that does not exist)"
             )
-        fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and 1 <= fps <= 1000 else 30.0
+        self.fps = nominal_fps(self.capture)
 
     def frames(self, needs_pixels: Callable[[], bool] = lambda: True) -> Iterator[tuple[int, np.ndarray | None, float]]:
         """(index, BGR frame or None when `needs_pixels()` is False, timestamp in seconds)."""

@@ -61,6 +61,16 @@ def count_frames(path: str | Path) -> int:
     return count
 
 
+def sampled_span(window: int, stride: int) -> int:
+    """Frames from a window's first sampled frame to its last: (window - 1) * stride + 1."""
+    return (window - 1) * stride + 1
+
+
+def segment_length(window: int, stride: int) -> int:
+    """Frames per evaluation segment (the paper's non-overlapping 32-frame segments): window * stride."""
+    return window * stride
+
+
 def sample_indices(num_frames: int, *, window: int, stride: int, start: int) -> list[int]:
     """`window` indices `stride` apart from `start`; past the end they loop (the paper's rule)."""
     return [(start + i * stride) % num_frames for i in range(window)]

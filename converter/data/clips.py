@@ -17,7 +17,7 @@ from vtn_edge.datasets import VideoDataset, VideoItem
 from vtn_edge.errors import DataError, VtnEdgeError
 from vtn_edge.metadata import Preprocessing
 from vtn_edge.preprocess import center_crop_resize, normalize
-from vtn_edge.video import count_frames, read_frames, sample_indices
+from vtn_edge.video import count_frames, read_frames, sample_indices, sampled_span, segment_length
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def usable_items(dataset: VideoDataset, *, window: int, stride: int) -> list[tup
     Videos shorter than one clip are kept and looped (the original code's rule), with a note.
     """
     usable = []
-    span = (window - 1) * stride + 1
+    span = sampled_span(window, stride)
     for item in dataset.items:
         try:
             count = count_frames(item.path)
@@ -93,7 +93,7 @@ class ClipDataset(Dataset):
         """The sampled, cropped frames as uint8 BGR [T, S, S, 3]."""
         item, count = self.items[index]
         frames = read_frames(item.path)
-        span = self.window * self.stride
+        span = segment_length(self.window, self.stride)
         start = rng.randint(0, max(0, len(frames) - span)) if (self.train and rng) else 0
         idx = sample_indices(len(frames), window=self.window, stride=self.stride, start=start)
         if not (self.train and rng):

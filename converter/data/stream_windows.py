@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from converter.embedding_cache import window_features
 from vtn_edge.errors import DataError
 from vtn_edge.online import AnnotatedStream
+from vtn_edge.video import sampled_span
 
 MIN_ACTION_FRAMES = 4
 END_GRACE = 3
@@ -64,7 +65,7 @@ def label_windows(
     if background not in labels:
         raise DataError(f"the background class {background!r} is not among the model's classes {list(labels)}")
     index = {name: i for i, name in enumerate(labels)}
-    span = (window - 1) * stride + 1
+    span = sampled_span(window, stride)
     out = []
     for v, stream in enumerate(streams):
         ids = segment_ids(stream)

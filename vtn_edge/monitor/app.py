@@ -16,8 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,13 @@ from vtn_edge import __version__
 from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
-from vtn_edge.monitor.clips import ClipOptions, ClipRecorder
+from vtn_edge.monitor.clips import ClipOptions, ClipSink
 from vtn_edge.monitor.events import SHUTDOWN, SOURCE_ENDED, SOURCE_LOST, ActionEvent, EventTracker, JsonLinesWriter
 from vtn_edge.monitor.homeassistant import Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
-from vtn_edge.monitor.preview import EventView, PreviewServer, SourceView, ZoneView, explain
-from vtn_edge.monitor.snapshots import SnapshotKeeper, check_folder
+from vtn_edge.monitor.preview import PreviewServer, RecentEvents, SourceView, ZoneView, explain
+from vtn_edge.monitor.sinks import EventSink, LogSink
+from vtn_edge.monitor.snapshots import SnapshotKeeper, SnapshotSink, check_folder
 from vtn_edge.monitor.zones import FULL_FRAME, Zone
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
@@ -39,8 +39,6 @@ from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy
 from vtn_edge.types import Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
-
-RECENT_EVENTS = 8  # per camera, on the preview page
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,9 @@ class _Camera:
     name: str
     source: LiveSource
     streams: list[_Stream]
-    clips: ClipRecorder | None = None
     connection: int = 0
     frame: np.ndarray | None = None  # newest processed frame, for the preview
     frames: int = 0  # frames taken from the reader and pushed
-    events: deque[EventView] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # for the preview
 
 
 @dataclass(frozen=True)
@@ -188,8 +184,9 @@ class Monitor:
             self.metrics = MonitorMetrics({n: [z.name for z in zs] for n, zs in zip(names, zones)})
             self.metrics.serve(config.metrics_port, config.bind)
             self._closers.append(self.metrics.close)
-        self.preview = None
+        self.preview, self.recent = None, None
         if config.preview_port is not None:
+            self.recent = RecentEvents()
             self.preview = PreviewServer(self.views, config.preview_port, config.bind, snapshots=config.snapshots)
             self._closers.append(self.preview.close)
         self.writer = None
@@ -210,8 +207,6 @@ class Monitor:
     def _open_cameras(self, config: MonitorConfig, model, parsed: list, names: list[str], zones: list) -> None:
         self._wake = threading.Event()
         self._background = model.manifest.background
-        self._events_lock = threading.Lock()
-        self._clip_paths: dict[str, str] = {}
         self.cameras: list[_Camera] = []
         self.streams: list[_Stream] = []  # by recognizer stream index
         policies = []
@@ -229,7 +224,14 @@ class Monitor:
                 self.streams.append(stream)
                 policies.append(stream.policy)
             self.cameras.append(camera)
-        options = config.compile_options or CompileOptions(mode="throughput" if len(self.streams) > 1 else "latency")
+        self.clips = ClipSink(config.clips) if config.clips is not None else None
+        snapshots = None
+        if config.snapshots is not None:
+            snapshots = SnapshotSink({(s.camera_name, s.zone.name): s.snapshots for s in self.streams})
+        # in this order: what adds to an event (clip, snapshot) before what reports it
+        reporters = [LogSink(), self.recent, self.metrics, self.writer, self.mqtt]
+        self.sinks: list[EventSink] = [s for s in (self.clips, snapshots, *reporters) if s is not None]
+        options = (config.compile_options or CompileOptions()).for_streams(len(self.streams))
         self.recognizer = StreamingRecognizer(model, streams=len(self.streams), options=options, policy=policies)
         self._closers.append(self.recognizer.close)
         self.recognizer.on_prediction(self._on_prediction)
@@ -301,10 +303,8 @@ class Monitor:
                 s.snapshots.add_frame(item.timestamp, item.frame)
         cam.frame = item.frame
         cam.frames += 1
-        if cam.clips is None and self.config.clips is not None:
-            cam.clips = ClipRecorder(cam.name, self.config.clips, cam.source.stats.fps)
-        if cam.clips is not None:
-            cam.clips.add(item.frame, item.timestamp)
+        if self.clips is not None:
+            self.clips.add(cam.name, item.frame, item.timestamp, cam.source.stats.fps)
 
     def _sync_metrics(self) -> None:
         for cam in self.cameras:
@@ -312,6 +312,8 @@ class Monitor:
             self.metrics.sync_source(cam.name, s.frames_dropped, s.reconnects, s.connected)
             for st in cam.streams:
                 self.metrics.set_fps(cam.name, st.zone.name, st.fps)
+        if self.mqtt is not None:
+            self.metrics.mqtt_connected.set(1 if self.mqtt.connected.is_set() else 0)
 
     def _status(self, cam: _Camera) -> str:
         s = cam.source.stats
@@ -349,50 +351,10 @@ class Monitor:
             st.snapshots.consider()
 
     def _emit(self, i: int, event: ActionEvent) -> None:
-        st = self.streams[i]
-        clips = self.cameras[st.camera].clips
-        if clips is not None:
-            if event.event == "start":
-                self._clip_paths[event.id] = str(clips.start(event))
-            else:
-                clips.end(event)
-            event = replace(event, clip=self._clip_paths.get(event.id))
-            if event.event == "end":
-                self._clip_paths.pop(event.id, None)
-        if st.snapshots is not None:
-            written = st.snapshots.write(event)
-            if written is not None:
-                event = replace(event, snapshot=str(written[0]))
-                if self.mqtt is not None:
-                    self.mqtt.publish_snapshot(st.camera_name, st.zone.name, written[1])
-        self._remember(self.cameras[st.camera], event)
         if event.event == "start":
-            st.events += 1
-            if self.metrics is not None:
-                self.metrics.events.labels(st.camera_name, st.zone.name or "", event.label).inc()
-        log.info("%s: %s %s (%.2f)", st.name, event.event, event.label, event.score)
-        if self.writer is not None:
-            try:
-                self.writer.write(event)
-            except OSError as exc:  # e.g. a full disk: say so loudly, keep publishing to MQTT
-                log.error("%s: could not write event %s to %s: %s", st.name, event.id, self.config.events_file, exc)
-        if self.mqtt is not None:
-            self.mqtt.publish(event)
-            if self.metrics is not None:
-                self.metrics.mqtt_connected.set(1 if self.mqtt.connected.is_set() else 0)
-
-    def _remember(self, cam: _Camera, event: ActionEvent) -> None:
-        """The camera's latest events for the preview; an end takes its start's place."""
-        d = event.to_dict()
-        snapshot = None if event.snapshot is None else Path(event.snapshot).name
-        view = EventView(event.id, event.event, event.label, event.zone, d["score"], d["start_time"],
-                         d["duration_s"], snapshot)  # fmt: skip
-        with self._events_lock:
-            where = next((i for i, e in enumerate(cam.events) if e.id == event.id), None)
-            if where is None:
-                cam.events.append(view)
-            else:
-                cam.events[where] = view
+            self.streams[i].events += 1
+        for sink in self.sinks:
+            event = sink.handle(event)
 
     # ------------------------------------------------------------------ the preview's threads
     def views(self) -> list[SourceView]:
@@ -405,8 +367,7 @@ class Monitor:
             label, score, why = (whole.label, whole.score, whole.why) if whole is not None else (None, 0.0, "")
             stats = cam.source.stats
             state = "up" if stats.connected else ("ended" if stats.finished else "reconnecting")
-            with self._events_lock:
-                events = tuple(reversed(cam.events))
+            events = self.recent.newest_first(cam.name) if self.recent is not None else ()
             views.append(SourceView(cam.name, cam.frame, label, score, cam.streams[0].fps, stats.connected, zones,
                                     why, state, events))  # fmt: skip
         return views
@@ -421,9 +382,8 @@ class Monitor:
             log.warning("shutdown: %s", exc)
         for st in self.streams:
             st.tracker.close(SHUTDOWN)
-        for cam in self.cameras:
-            if cam.clips is not None:
-                cam.clips.close()
+        if self.clips is not None:
+            self.clips.close()
         mqtt_left = self.mqtt.close(timeout=2) if self.mqtt is not None else None
         self._close_all()
         for cam in self.cameras:

@@ -13,9 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+from vtn_edge.compile_options import add_compile_flags, compile_options_from_flags
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.live import LiveOptions
-from vtn_edge.model import CompileOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.monitor.clips import ClipOptions
 from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX
@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--max-backoff", type=float, default=30.0, help="longest wait between reconnects, seconds")
     src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
     run = p.add_argument_group("run")
-    run.add_argument("--device", default="CPU")
-    run.add_argument("--threads", type=int, help="inference threads")
+    add_compile_flags(run)
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines (0: none)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -116,7 +115,6 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
     if not args.source:
         raise VtnEdgeError("give at least one --source (or [[camera]] tables in the site file)")
     zones = getattr(args, "zones", None)
-    streams = sum(max(len(z), 1) for z in zones) if zones else len(args.source)
     return MonitorConfig(
         model=args.model,
         sources=args.source,
@@ -143,9 +141,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
             pace=not args.no_pace,
             rtsp_transport=args.rtsp_transport,
         ),
-        compile_options=CompileOptions(
-            device=args.device, mode="throughput" if streams > 1 else "latency", threads=args.threads
-        ),
+        compile_options=compile_options_from_flags(args),
         duration_s=args.duration,
         status_every_s=args.status_every,
     )

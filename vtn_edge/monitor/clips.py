@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -153,3 +153,34 @@ class ClipRecorder:
         clip.writer.release()
         os.replace(clip.temporary, clip.path)
         log.info("%s: wrote %s (%d frames)", self.source, clip.path, clip.frames)
+
+
+class ClipSink:
+    """Clips for every camera: the monitor shows it each camera's frames, and as an event sink it
+    starts and ends clips and puts their paths into the events."""
+
+    def __init__(self, options: ClipOptions):
+        self.options = options
+        self._recorders: dict[str, ClipRecorder] = {}
+        self._paths: dict[str, str] = {}  # open event id -> its clip
+
+    def add(self, camera: str, frame: np.ndarray, timestamp: float, fps: float) -> None:
+        """Every processed frame of a camera (the monitor's loop); fps: the camera's nominal rate."""
+        recorder = self._recorders.get(camera)
+        if recorder is None:
+            recorder = self._recorders[camera] = ClipRecorder(camera, self.options, fps)
+        recorder.add(frame, timestamp)
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        recorder = self._recorders.get(event.source)
+        if recorder is None:  # no frame of this camera yet
+            return event
+        if event.event == "start":
+            self._paths[event.id] = str(recorder.start(event))
+            return replace(event, clip=self._paths[event.id])
+        recorder.end(event)
+        return replace(event, clip=self._paths.pop(event.id, None))
+
+    def close(self) -> None:
+        for recorder in self._recorders.values():
+            recorder.close()

@@ -9,6 +9,7 @@ when it is over.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from vtn_edge.types import Prediction
+
+log = logging.getLogger("vtn_edge.monitor")
 
 # why an event ended
 LABEL_CHANGED = "label_changed"
@@ -144,9 +147,11 @@ class EventTracker:
 
 
 class JsonLinesWriter:
-    """Appends one JSON object per line, flushed and fsynced per event: a killed process loses none."""
+    """Appends one JSON object per line, flushed and fsynced per event: a killed process loses none.
+    An event sink (`sinks.EventSink`)."""
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None):
+        self.path = path
         self._lock = threading.Lock()
         self._stream = stream
         self._file = None
@@ -154,6 +159,13 @@ class JsonLinesWriter:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        try:
+            self.write(event)
+        except OSError as exc:  # e.g. a full disk: say so loudly, and the other sinks still get it
+            log.error("could not write event %s to %s: %s", event.id, self.path, exc)
+        return event
 
     def write(self, event: ActionEvent) -> None:
         line = event.to_json() + "\n"

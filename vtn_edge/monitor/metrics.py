@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from vtn_edge.errors import VtnEdgeError, port_error
+from vtn_edge.monitor.events import ActionEvent
 from vtn_edge.types import Prediction
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -72,6 +73,12 @@ class MonitorMetrics:
 
     def set_fps(self, source: str, zone: str | None, fps: float) -> None:
         self.fps.labels(source, zone or "").set(fps)
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        """As an event sink: count events as they start."""
+        if event.event == "start":
+            self.events.labels(event.source, event.zone or "", event.label).inc()
+        return event
 
     def sync_source(self, source: str, dropped: int, reconnects: int, up: bool) -> None:
         """Copy a reader's running totals (counters only move forward) and whether it delivers."""

@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from vtn_edge.errors import VtnEdgeError
@@ -142,6 +143,16 @@ class MqttPublisher:
 
     def state_topic(self, camera: str, zone: str | None = None) -> str:
         return self.stream_topic(camera, zone, "state")
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        """As an event sink: the event, its state and, with a snapshot, the snapshot's JPEG."""
+        self.publish(event)
+        if event.snapshot is not None:
+            try:
+                self.publish_snapshot(event.source, event.zone, Path(event.snapshot).read_bytes())
+            except OSError as exc:
+                log.warning("MQTT: cannot read snapshot %s: %s", event.snapshot, exc)
+        return event
 
     def publish(self, event: ActionEvent) -> None:
         """The event, then the camera's (or zone's) retained state that follows from it."""

@@ -19,6 +19,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import port_error
+from vtn_edge.monitor.events import ActionEvent
 from vtn_edge.smoothing import LabelPolicy
 from vtn_edge.types import Prediction
 
@@ -116,6 +118,36 @@ def annotate(view: SourceView) -> np.ndarray:
     cv2.rectangle(frame, (0, 0), (width, 22), (0, 0, 0), -1)
     cv2.putText(frame, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return frame
+
+
+class RecentEvents:
+    """As an event sink: each camera's latest events for the page (an end takes its start's place)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._lock = threading.Lock()
+        self._events: dict[str, deque[EventView]] = {}
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        d = event.to_dict()
+        snapshot = None if event.snapshot is None else Path(event.snapshot).name
+        view = EventView(event.id, event.event, event.label, event.zone, d["score"], d["start_time"],
+                         d["duration_s"], snapshot)  # fmt: skip
+        with self._lock:
+            events = self._events.setdefault(event.source, deque(maxlen=self.size))
+            where = next((i for i, e in enumerate(events) if e.id == event.id), None)
+            if where is None:
+                events.append(view)
+            else:
+                events[where] = view
+        return event
+
+    def newest_first(self, camera: str) -> tuple[EventView, ...]:
+        with self._lock:
+            return tuple(reversed(self._events.get(camera, ())))
+
+    def close(self) -> None:
+        pass
 
 
 _STYLE = (

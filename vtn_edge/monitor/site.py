@@ -59,7 +59,11 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "max_backoff": (_NUMBER, "max_backoff"),
     "rtsp_transport": ((str,), "rtsp_transport"),
     "device": ((str,), "device"),
+    "mode": ((str,), "mode"),
     "threads": ((int,), "threads"),
+    "ov_streams": ((int,), "ov_streams"),
+    "precision_hint": ((str,), "precision_hint"),
+    "cache_dir": ((str,), "cache_dir"),
     "duration": (_NUMBER, "duration"),
     "status_every": (_NUMBER, "status_every"),
     "log_level": ((str,), "log_level"),
@@ -95,9 +99,9 @@ ZONE: dict[str, tuple[type, ...]] = {
     "threshold": _NUMBER,
     "hold": _NUMBER,
 }
-CHOICES = {"smoothing": SMOOTHING_CHOICES, "rtsp_transport": ("tcp", "udp"),
+CHOICES = {"smoothing": SMOOTHING_CHOICES, "rtsp_transport": ("tcp", "udp"), "mode": ("latency", "throughput"),
            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR")}  # fmt: skip
-_PATHS = {"model", "labels", "events", "snapshots", "save_clips", "mqtt_ca", "mqtt_cert", "mqtt_key"}
+_PATHS = {"model", "labels", "events", "snapshots", "save_clips", "mqtt_ca", "mqtt_cert", "mqtt_key", "cache_dir"}
 
 
 class SiteError(VtnEdgeError):

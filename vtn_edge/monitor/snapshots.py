@@ -10,7 +10,7 @@ import os
 import tempfile
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -94,3 +94,17 @@ class SnapshotKeeper:
         partial.write_bytes(encoded.tobytes())
         os.replace(partial, path)
         return path, encoded.tobytes()
+
+
+class SnapshotSink:
+    """As an event sink: each event's snapshot written by its stream's keeper, its path in the event."""
+
+    def __init__(self, keepers: dict[tuple[str, str | None], SnapshotKeeper]):
+        self._keepers = keepers  # (camera, zone) -> keeper
+
+    def handle(self, event: ActionEvent) -> ActionEvent:
+        written = self._keepers[(event.source, event.zone)].write(event)
+        return event if written is None else replace(event, snapshot=str(written[0]))
+
+    def close(self) -> None:
+        pass

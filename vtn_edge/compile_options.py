@@ -1,0 +1,72 @@
+"""OpenVINO compile settings and the command-line flags that set them (no OpenVINO import here,
+so building a parser stays cheap)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, replace
+
+from vtn_edge.errors import ModelError
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """OpenVINO settings. mode: "latency" or "throughput"; None lets the number of streams decide
+    (`for_streams`, the one place that rule lives)."""
+
+    device: str = "CPU"
+    mode: str | None = None
+    threads: int | None = None
+    streams: int | None = None
+    precision_hint: str | None = None  # e.g. "f32" to disable bf16 execution
+    cache_dir: str | None = None
+
+    def for_streams(self, streams: int) -> CompileOptions:
+        """These options for `streams` concurrent streams: without a mode, one stream gets the
+        latency hint and more streams the throughput hint (one compiled model serves them all)."""
+        if self.mode is not None:
+            return self
+        return replace(self, mode="throughput" if streams > 1 else "latency")
+
+    def properties(self) -> dict[str, str]:
+        mode = self.for_streams(1).mode
+        if mode not in ("latency", "throughput"):
+            raise ModelError(f"mode must be 'latency' or 'throughput', got {mode!r}")
+        props = {"PERFORMANCE_HINT": mode.upper()}
+        if self.threads:
+            props["INFERENCE_NUM_THREADS"] = str(self.threads)
+        if self.streams:
+            props["NUM_STREAMS"] = str(self.streams)
+        if self.precision_hint:
+            props["INFERENCE_PRECISION_HINT"] = self.precision_hint
+        elif os.environ.get("ONEDNN_MAX_CPU_ISA"):
+            # a capped instruction set stands for a smaller CPU: the plugin would still pick bf16 when
+            # the real CPU has it, which oneDNN cannot run under the cap ("object is not initialized")
+            props["INFERENCE_PRECISION_HINT"] = "f32"
+        return props
+
+
+def add_compile_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The OpenVINO flags of every runtime command (`run`, `evaluate`, `bench`, the monitor)."""
+    parser.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    parser.add_argument(
+        "--mode",
+        choices=("latency", "throughput"),
+        help="OpenVINO performance hint (default: latency for one stream, throughput for more)",
+    )
+    parser.add_argument("--threads", type=int, help="inference threads")
+    parser.add_argument("--ov-streams", type=int, help="OpenVINO CPU streams")
+    parser.add_argument("--precision-hint", help="e.g. f32 to disable bf16 execution")
+    parser.add_argument("--cache-dir", help="OpenVINO model cache directory (faster start)")
+
+
+def compile_options_from_flags(args: argparse.Namespace) -> CompileOptions:
+    return CompileOptions(
+        device=args.device,
+        mode=args.mode,
+        threads=args.threads,
+        streams=args.ov_streams,
+        precision_hint=args.precision_hint,
+        cache_dir=args.cache_dir,
+    )
