@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from converter.config import ARCHS, BUILD_MODALITIES, FORMATS, INTERFACES, MODALITIES, PRECISIONS, ConfigError
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import VtnEdgeError, run_command
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -351,11 +351,4 @@ def main(argv: list[str] | None = None) -> int:
     # background job inherits it ignored, and Python would leave it so.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return args.func(args)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)

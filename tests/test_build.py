@@ -20,7 +20,10 @@ from conftest import TINY_INT8_DROP  # noqa: E402
 
 from converter.build import BuildError, BuildOptions, Verification, build, check_tolerance  # noqa: E402
 from converter.quantize import count_quantized_ops  # noqa: E402
+from vtn_edge.errors import DataError  # noqa: E402
 from vtn_edge.metadata import RT_INFO_KEY, Manifest  # noqa: E402
+
+DEFAULT_EXECUTION = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def test_every_precision_is_verified_against_torch(built_models):
@@ -32,6 +35,12 @@ def test_every_precision_is_verified_against_torch(built_models):
         # agreement is judged where torch decides (TIE_MARGIN): most clips, for a trained model,
         # and enough that 97% allows at most one disagreement
         assert v["decisive_clips"] >= max(26, 0.8 * v["clips"]), v
+        # judged in f32; the row users get is in the precision this CPU's plugin picks by default
+        assert v["execution"] == "f32"
+        assert (
+            v["default_execution"]["execution"] == DEFAULT_EXECUTION and v["default_execution"]["clips"] == v["clips"]
+        )
+        assert manifest.precision_hint in (None, "f32")
         if precision == "fp32":
             assert v["top1_agreement"] == 1.0
             assert v["embedding_cosine_min"] >= 0.9999
@@ -154,6 +163,11 @@ def test_bad_input_messages(tmp_path, trained_checkpoint):
     (empty / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(Exception, match=r"found 1 videos \(1 undecodable\).*at least 4 clips"):
         build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, calibration=empty, out=tmp_path / "o"))
+    nothing = tmp_path / "nothing"  # a truly empty folder: no videos, no class folders
+    nothing.mkdir()
+    with pytest.raises(DataError, match=r"nothing holds no videos \(.*\.mp4.*\) in class folders"):
+        build(BuildOptions(arch="mobilenetv2", checkpoint=trained_checkpoint, calibration=nothing, out=tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
     for flag, value in (("--precision", "int4"), ("--arch", "vgg"), ("--modality", "flow")):
         args = ["--arch", "mobilenetv2", flag, value] if flag != "--arch" else [flag, value]
         out = subprocess.run([sys.executable, "-m", "converter", "build", *args], capture_output=True, text=True)
@@ -248,7 +262,7 @@ def test_resnet34_int8_build(tmp_path, trained_checkpoint):
 
 
 def test_the_build_refuses_an_ir_that_disagrees_with_torch():
-    base = Verification("int8", 40, 0.95, 0.98, 0.3, 0.9, 37, 2.0, 5.0)
+    base = Verification("int8", "f32", 40, 0.95, 0.98, 0.3, 0.9, 37, 2.0, 5.0)
     assert check_tolerance(replace(base, top1_agreement=0.96), judge_top1=True) == []
     assert check_tolerance(base, judge_top1=True) == ["top-1 agreement 90.0% < 95%"]
     assert check_tolerance(base, judge_top1=False) == []  # untrained, or accuracy control's contract
@@ -299,7 +313,7 @@ def test_a_build_whose_ir_disagrees_with_torch_fails_with_its_table_and_writes_n
     )  # fmt: skip
     with pytest.raises(BuildError, match="the IR disagrees with torch beyond tolerance") as failure:
         build(opts)
-    assert "embedding cosine" in str(failure.value) and "| precision" in str(failure.value)  # the table
+    assert "embedding cosine" in str(failure.value) and "| IR @ execution" in str(failure.value)  # the table
     assert list(tmp_path.iterdir()) == []  # no model, no partial directory
 
 
@@ -427,3 +441,25 @@ def test_evaluate_commands_on_a_labelled_set_with_known_answers(
     # the same decisions against cycled labels: right now exactly where it predicted the next class
     expected = sum(np.array(ir_result["confusion"])[i, (i + 1) % 4] for i in range(4)) / 32
     assert wrong["video@1"] == pytest.approx(expected) and wrong["video@1"] < 0.4
+
+
+def _row(execution: str, agreement: float) -> Verification:
+    return Verification(
+        precision="int8", execution=execution, clips=60, embedding_cosine_min=0.9, embedding_cosine_mean=0.98,
+        logit_max_abs_diff=0.3, top1_agreement=agreement, decisive_clips=50, encoder_ms=1.0, decoder_ms=0.5,
+    )  # fmt: skip
+
+
+def test_the_runtime_runs_f32_where_the_default_precision_agreed_less():
+    from converter.build import runtime_precision_hint
+    from vtn_edge.compile_options import CompileOptions
+
+    f32 = _row("f32", 0.98)
+    assert runtime_precision_hint([f32]) is None  # the CPU's default is f32: nothing to pin
+    assert runtime_precision_hint([f32, _row("bf16", 0.98)]) is None  # bf16 lost nothing: keep its speed
+    assert runtime_precision_hint([f32, _row("bf16", 0.96)]) == "f32"  # one clip fewer: pin f32
+    # the model's hint applies where the user gave none; a user's own hint wins
+    assert CompileOptions().with_model_hint("f32").properties()["INFERENCE_PRECISION_HINT"] == "f32"
+    assert "INFERENCE_PRECISION_HINT" not in CompileOptions().with_model_hint(None).properties()
+    user = CompileOptions(precision_hint="bf16").with_model_hint("f32")
+    assert user.properties()["INFERENCE_PRECISION_HINT"] == "bf16"

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
@@ -217,10 +217,4 @@ def main(argv: list[str] | None = None) -> int:
         # must be set before OpenVINO's CPU plugin (oneDNN) first loads, i.e. before any compile
         os.environ["ONEDNN_MAX_CPU_ISA"] = EDGE_ISA
         args.threads = args.threads or 1
-    try:
-        return args.func(args)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args)

@@ -29,6 +29,11 @@ class CompileOptions:
             return self
         return replace(self, mode="throughput" if streams > 1 else "latency")
 
+    def with_model_hint(self, hint: str | None) -> CompileOptions:
+        """The model's own precision hint (`Manifest.precision_hint`, measured by its build) where
+        the user set none."""
+        return self if self.precision_hint or not hint else replace(self, precision_hint=hint)
+
     def properties(self) -> dict[str, str]:
         mode = self.for_streams(1).mode
         if mode not in ("latency", "throughput"):

@@ -1,6 +1,11 @@
 """Typed errors whose messages say what was wrong and what was expected."""
 
 import errno
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class VtnEdgeError(Exception):
@@ -28,3 +33,15 @@ def port_error(service: str, host: str, port: int, exc: OSError, option: str) ->
     if exc.errno == errno.EADDRINUSE:
         return VtnEdgeError(f"{service} port {host}:{port} is already in use: pick another {option}")
     return VtnEdgeError(f"cannot serve the {service} on {host}:{port}: {exc.strerror}")
+
+
+def run_command(command: Callable[[T], int], args: T) -> int:
+    """A command's exit code: an error we raise on purpose is one line on stderr and 2, Ctrl-C is 130."""
+    try:
+        return command(args)
+    except VtnEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -89,6 +89,9 @@ class Manifest:
     checkpoint_sha256: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    # the execution precision the runtime uses unless told otherwise: "f32" where the build measured
+    # the CPU's default (bf16) agreeing with torch less often; None: the plugin's default
+    precision_hint: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

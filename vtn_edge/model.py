@@ -149,7 +149,7 @@ def compile_pair(
     core = core or ov.Core()
     if options.cache_dir:
         core.set_property({"CACHE_DIR": options.cache_dir})
-    props = options.properties()
+    props = options.with_model_hint(model.manifest.precision_hint).properties()
     try:
         return (
             core.compile_model(model.encoder, options.device, props),

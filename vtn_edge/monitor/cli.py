@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from vtn_edge.compile_options import add_compile_flags, compile_options_from_flags
-from vtn_edge.errors import VtnEdgeError
+from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.monitor.clips import ClipOptions
@@ -149,11 +149,10 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args = apply_site(args, argv)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda parsed: _run(apply_site(parsed, argv)), args)
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
 
@@ -163,11 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        monitor = Monitor(config_from_args(args))
-        summary = monitor.run(stop)
-    except VtnEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = Monitor(config_from_args(args)).run(stop)
     print(summary.table(), file=sys.stderr)
     return 0
