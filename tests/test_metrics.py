@@ -40,6 +40,18 @@ def test_hysteresis_needs_the_label_to_hold():
     assert stab.update(b, 3.1)[0] == 1
 
 
+def test_no_label_must_hold_too():
+    """Below the threshold, "no label" is a candidate like any class: it replaces a label only after
+    leading for the hold, not at once (a stale start time once ended events after one decode)."""
+    stab = LabelStabilizer(LabelPolicy(threshold=0.8, hold_seconds=0.4))
+    sure, unsure = np.array([0.9, 0.1]), np.array([0.6, 0.4])
+    assert stab.update(sure, 0.0)[0] is None
+    assert stab.update(sure, 0.5)[0] == 0  # led for 0.5 s
+    assert stab.update(unsure, 0.6)[0] == 0  # below the threshold for the first time: held
+    assert stab.update(unsure, 0.9)[0] == 0
+    assert stab.update(unsure, 1.0)[0] is None  # "no label" has led for 0.4 s
+
+
 def test_smoothing_and_threshold():
     ema = LabelStabilizer(LabelPolicy(smoothing="ema", alpha=0.5))
     ema.update(np.array([1.0, 0.0]), 0)

@@ -647,6 +647,8 @@ def test_a_threshold_and_a_hold_shape_the_events(tmp_path, shared_data):
     events = mon.events()
     assert_complete(events)
     ends = [e for e in events if e["event"] == "end"]
-    assert all(e["score"] >= 0.8 and e["max_score"] >= 0.8 for e in ends), ends
+    starts = [e for e in events if e["event"] == "start"]
+    # a label starts above the threshold; while it is held, its score may dip below (the mean too)
+    assert all(e["score"] >= 0.8 for e in starts) and all(e["max_score"] >= 0.8 for e in ends), events
     changed = [e for e in ends if e["reason"] == "label_changed"]
     assert changed and all(e["duration_s"] >= 0.4 - 0.05 for e in changed), changed

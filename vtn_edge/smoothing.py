@@ -38,6 +38,9 @@ class LabelPolicy:
             raise VtnEdgeError("need 0 < alpha <= 1, window >= 1, 0 <= threshold <= 1, hold_seconds >= 0")
 
 
+NO_CANDIDATE = -1  # no label is waiting out the hold (class indices are >= 0; None means "no label")
+
+
 class LabelStabilizer:
     """Feed raw probabilities in time order; read back (class index or None, score, probabilities)."""
 
@@ -46,7 +49,7 @@ class LabelStabilizer:
         self._recent: deque[np.ndarray] = deque(maxlen=policy.window)
         self._ema: np.ndarray | None = None
         self._current: int | None = None
-        self._candidate: int | None = None
+        self._candidate: int | None = NO_CANDIDATE  # None is a candidate too: "no label"
         self._candidate_since = 0.0
 
     def update(self, probs: np.ndarray, timestamp: float) -> tuple[int | None, float, np.ndarray]:
@@ -55,11 +58,11 @@ class LabelStabilizer:
         score = float(smoothed[top])
         proposed = top if score >= self.policy.threshold else None
         if self.policy.hold_seconds <= 0 or self._current == proposed:
-            self._current, self._candidate = proposed, None
+            self._current, self._candidate = proposed, NO_CANDIDATE
         elif proposed != self._candidate:
             self._candidate, self._candidate_since = proposed, timestamp
         elif timestamp - self._candidate_since >= self.policy.hold_seconds:
-            self._current, self._candidate = proposed, None
+            self._current, self._candidate = proposed, NO_CANDIDATE
         if self._current is None:
             return None, score, smoothed
         return self._current, float(smoothed[self._current]), smoothed
