@@ -342,21 +342,23 @@ def test_within_video_subspace_folds_into_a_plain_projection():
     from converter.models.vtn import build_vtn
 
     rng = np.random.default_rng(0)
-    # videos whose frames differ along channel 3 only; the videos differ from each other everywhere
-    videos = []
-    for _ in range(20):
-        video = np.repeat(rng.normal(0, 5, (1, 1, 1280)), 30, axis=1)
-        video[0, :, 3] += np.linspace(-1, 1, 30)
-        videos.append(video.astype(np.float16))
-    mean, basis = within_video_subspace(videos, 4)
-    assert basis.shape == (1280, 4) and int(basis[:, 0].abs().argmax()) == 3
-    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)).eval()
-    head = model.feature_head((mean, basis)).eval()
-    features = torch.randn(2, 16, 1280)
-    with torch.no_grad():
-        before = head(features)
-        head.fold()
-        assert torch.allclose(model.feature_head()(features), before, rtol=1e-4, atol=1e-3)  # saved model == head
+    with torch.random.fork_rng():  # the same weights and features every run, no effect on other tests
+        torch.manual_seed(0)
+        # videos whose frames differ along channel 3 only; the videos differ from each other everywhere
+        videos = []
+        for _ in range(20):
+            video = np.repeat(rng.normal(0, 5, (1, 1, 1280)), 30, axis=1)
+            video[0, :, 3] += np.linspace(-1, 1, 30)
+            videos.append(video.astype(np.float16))
+        mean, basis = within_video_subspace(videos, 4)
+        assert basis.shape == (1280, 4) and int(basis[:, 0].abs().argmax()) == 3
+        model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3)).eval()
+        head = model.feature_head((mean, basis)).eval()
+        features = torch.randn(2, 16, 1280)
+        with torch.no_grad():
+            before = head(features)
+            head.fold()
+            assert torch.allclose(model.feature_head()(features), before, rtol=1e-4, atol=1e-3)  # saved model == head
     with pytest.raises(ValueError, match="1..1280"):
         within_video_subspace(videos, 2000)
 
