@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,24 +27,25 @@ from converter.export import export_onnx, save_ir, to_openvino
 from converter.models.vtn import VTN, build_vtn
 from converter.progress import progress
 from converter.quantize import quantize, quantize_with_accuracy_control
+from converter.verify import (
+    F32,
+    Reference,
+    Verification,
+    check_tolerance,
+    inference_copy,
+    ir_embeddings,
+    runtime_precision_hint,
+    torch_reference,
+    verify,
+)
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
-from vtn_edge.preprocess import encoder_inputs, normalize
+from vtn_edge.preprocess import encoder_inputs
 from vtn_edge.report import format_table
 
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the IR's own numbers, not bf16 execution
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The project's shipped default models (see ir_models/README.md), used when no --checkpoint is given.
 DEFAULT_CHECKPOINTS = {"mobilenetv2": REPO_ROOT / "ir_models" / "default" / "mobilenetv2-vtn-synth.safetensors"}
-# Verification tolerances per precision: (minimum embedding cosine, which statistic, minimum top-1
-# agreement). INT8 is judged on the mean cosine: a few frames of a depthwise-convolution encoder
-# always lose more, and top-1 agreement is what users see.
-TOLERANCES = {"fp32": (0.9999, "min", 1.0), "fp16": (0.999, "min", 0.97), "int8": (0.97, "mean", 0.95)}
-# Top-1 agreement counts only clips whose torch top-1 leads the runner-up by this many logits: a
-# flip between two classes that torch itself barely separates is rounding, not a broken IR (the
-# tiny test model's INT8 IR flipped 3 of 40 such clips on an AVX-512 VNNI CPU, its logits within
-# 0.27 of torch's, while it passed on an AMX one).
-TIE_MARGIN = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -93,43 +96,6 @@ class BuildOptions:
             return self.out
         suffix = "-omz" if self.interface == "omz" else ""
         return Path("ir_models") / f"{self.arch}-{self.modality}-{self.precision}{suffix}"
-
-
-@dataclass(frozen=True)
-class Verification:
-    precision: str
-    execution: str  # the precision OpenVINO executed the float parts in (f32, bf16)
-    clips: int
-    embedding_cosine_min: float
-    embedding_cosine_mean: float
-    logit_max_abs_diff: float
-    top1_agreement: float  # over the clips torch decides by at least TIE_MARGIN
-    decisive_clips: int
-    encoder_ms: float
-    decoder_ms: float
-
-    def row(self) -> tuple:
-        return (
-            f"{self.precision} @ {self.execution}",
-            self.clips,
-            f"{self.embedding_cosine_min:.5f}",
-            f"{self.embedding_cosine_mean:.5f}",
-            f"{self.logit_max_abs_diff:.4g}",
-            f"{100 * self.top1_agreement:.1f}% of {self.decisive_clips}",
-            f"{self.encoder_ms:.2f}",
-            f"{self.decoder_ms:.2f}",
-        )
-
-    HEADERS = (
-        "IR @ execution",
-        "clips",
-        "cos min",
-        "cos mean",
-        "logit max|diff|",
-        "top-1 agree (decisive clips)",
-        "encoder ms",
-        "decoder ms",
-    )
 
 
 class _Steps:
@@ -187,123 +153,6 @@ def load_model(opts: BuildOptions) -> tuple[VTN, bool, str | None]:
     return model, True, sha256_file(checkpoint)
 
 
-def torch_reference(model: VTN, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame embeddings [N, T', 512] and logits [N, classes] of torch on uint8 BGR clips."""
-    pre = model.config.preprocessing
-    # channels-last convolution weights: the same numbers (within 1e-5) about 1.5x faster on CPU,
-    # the largest part of the verification step; the model is handed back in its own layout
-    model.to(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            x = torch.from_numpy(normalize(np.stack(clips), pre))
-            embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
-            logits = model.split()[1](embeddings)
-    finally:
-        model.to(memory_format=torch.contiguous_format)
-    return embeddings.numpy(), logits.numpy()
-
-
-def ir_embeddings(compiled: ov.CompiledModel, clip: np.ndarray, manifest: Manifest) -> np.ndarray:
-    request = compiled.create_infer_request()
-    out = [request.infer(list(inputs))[0].reshape(-1).copy() for inputs in encoder_inputs(clip, manifest)]
-    return np.stack(out)
-
-
-def _latency_ms(core: ov.Core, model: ov.Model, props: dict[str, str], inputs: list, runs: int = 40) -> float:
-    """Median milliseconds of one request, batch 1, in the given execution precision."""
-    request = core.compile_model(model, "CPU", {**props, "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
-    for _ in range(5):
-        request.infer(inputs)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        request.infer(inputs)
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
-
-
-def verify(
-    encoder: ov.Model, decoder: ov.Model, model: VTN, clips: list[np.ndarray], manifest: Manifest
-) -> list[Verification]:
-    """The IR against torch, executed in f32 (its own numbers) and, where the CPU plugin's default
-    differs (bf16 on CPUs that have it), in the precision the runtime gets without a hint."""
-    core = ov.Core()
-    ref_emb, ref_logits = torch_reference(model, clips)
-    results: list[Verification] = []
-    for props in (F32, {}):
-        enc = core.compile_model(encoder, "CPU", props)
-        execution = enc.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        if results and execution == results[0].execution:
-            break  # the default is f32 on this CPU: the first row already says it
-        dec = core.compile_model(decoder, "CPU", props)
-        result = _compare(enc, dec, clips, ref_emb, ref_logits, manifest, execution)
-        results.append(
-            replace(
-                result,
-                encoder_ms=_latency_ms(core, encoder, props, list(encoder_inputs(clips[0], manifest)[0])),
-                decoder_ms=_latency_ms(core, decoder, props, [ref_emb[0][None]]),
-            )
-        )
-    return results
-
-
-def _compare(
-    enc: ov.CompiledModel,
-    dec: ov.CompiledModel,
-    clips: list[np.ndarray],
-    ref_emb: np.ndarray,
-    ref_logits: np.ndarray,
-    manifest: Manifest,
-    execution: str,
-) -> Verification:
-    """Embeddings, logits on torch's embeddings, and top-1 end to end, clip by clip."""
-    cosines, diffs, agree = [], [], []
-    dec_request = dec.create_infer_request()
-    for i, clip in enumerate(progress(clips, desc=f"verify ({execution})", unit="clip", leave=False)):
-        emb = ir_embeddings(enc, clip, manifest)
-        ref = ref_emb[i]
-        cosines += list((emb * ref).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12))
-        logits_on_ref = dec_request.infer([ref[None]])[0][0]
-        diffs.append(float(np.abs(logits_on_ref - ref_logits[i]).max()))
-        ranked = np.sort(ref_logits[i])  # a one-class model (an imported encoder alone) has no runner-up
-        if len(ranked) > 1 and ranked[-1] - ranked[-2] >= TIE_MARGIN:
-            logits = dec_request.infer([emb[None]])[0][0]
-            agree.append(int(np.argmax(logits) == np.argmax(ref_logits[i])))
-    return Verification(
-        precision=manifest.precision,
-        execution=execution,
-        clips=len(clips),
-        embedding_cosine_min=float(np.min(cosines)),
-        embedding_cosine_mean=float(np.mean(cosines)),
-        logit_max_abs_diff=float(np.max(diffs)),
-        top1_agreement=float(np.mean(agree)) if agree else 1.0,
-        decisive_clips=len(agree),
-        encoder_ms=float("nan"),
-        decoder_ms=float("nan"),
-    )
-
-
-def runtime_precision_hint(results: list[Verification]) -> str | None:
-    """What model.json tells the runtime to execute in: f32 when the CPU's default precision agreed
-    with torch less often than f32 did on the same clips (no accuracy lost silently), else nothing."""
-    f32, default = results[0], results[-1]
-    if default is not f32 and default.top1_agreement < f32.top1_agreement:
-        return "f32"
-    return None
-
-
-def check_tolerance(result: Verification, judge_top1: bool) -> list[str]:
-    min_cos, statistic, min_agree = TOLERANCES[result.precision]
-    cosine = result.embedding_cosine_min if statistic == "min" else result.embedding_cosine_mean
-    problems = []
-    if cosine < min_cos:
-        problems.append(f"{statistic} embedding cosine {cosine:.5f} < {min_cos}")
-    # an untrained model's logits are near ties, so only a trained model's top-1 is meaningful
-    if judge_top1 and result.top1_agreement < min_agree:
-        problems.append(f"top-1 agreement {100 * result.top1_agreement:.1f}% < {100 * min_agree:.0f}%")
-    return problems
-
-
 def build(opts: BuildOptions) -> Path:
     """Run a build; returns the finished model directory."""
     opts.check()
@@ -314,18 +163,22 @@ def build(opts: BuildOptions) -> Path:
     step(f"loading the {opts.arch} {opts.modality} model")
     model, trained, sha = load_model(opts)
     manifest = _manifest(opts, model.config, trained, sha)
+    # clips need nothing from the IR, nor do torch's answers on the held-out ones: rendered and
+    # computed beside export and quantisation (which leave a core partly idle), the answers from a
+    # copy of the model the exporter never sees
+    calibration = _Background(_calibration_clips, opts, manifest) if opts.precision == "int8" else None
+    reference = _Background(_reference, opts, inference_copy(model), manifest)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o755)
     try:
         step("exporting encoder and decoder to ONNX")
         enc_onnx, dec_onnx = export_onnx(model, work, interface=opts.interface)
-        model.eval()  # the exporter restores each module's own mode; keep dropout off for verification
         step("converting to OpenVINO IR with preprocessing in the graph")
         encoder, decoder = to_openvino(enc_onnx, dec_onnx, manifest)
-        encoder, decoder, accuracy = _calibrate(opts, step, encoder, decoder, manifest)
+        encoder, decoder, accuracy = _calibrate(opts, step, encoder, decoder, manifest, calibration)
         step("verifying the IR against torch on held-out clips")
-        results = _verify_or_refuse(opts, encoder, decoder, model, manifest, judge_top1=trained and accuracy is None)
+        results = _verify_or_refuse(encoder, decoder, reference.result(), manifest, trained and accuracy is None)
         step(f"writing {out}")
         verification = {
             **_as_dict(results[0]),
@@ -364,22 +217,33 @@ def _manifest(opts: BuildOptions, config: VTNConfig, trained: bool, sha: str | N
     )
 
 
+def _calibration_clips(opts: BuildOptions, manifest: Manifest) -> list[np.ndarray]:
+    """From --calibration, else rendered from the synthetic benchmark."""
+    pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
+    if opts.calibration is not None:
+        return clips_from_path(
+            opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
+        )
+    return synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
+
+
 def _calibrate(
-    opts: BuildOptions, step: _Steps, encoder: ov.Model, decoder: ov.Model, manifest: Manifest
+    opts: BuildOptions,
+    step: _Steps,
+    encoder: ov.Model,
+    decoder: ov.Model,
+    manifest: Manifest,
+    calibration: _Background | None,
 ) -> tuple[ov.Model, ov.Model, dict | None]:
     """INT8: the quantised pair (with accuracy control: and what it measured); float: as it is."""
-    if opts.precision != "int8":
+    if calibration is None:
         step(f"{opts.precision}: no calibration needed")
         return encoder, decoder, None
     step("calibrating and quantising")
-    pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
-    if opts.calibration is not None:
-        calib = clips_from_path(
-            opts.calibration, pre, window=window, stride=stride, max_clips=opts.calibration_clips, min_clips=4
-        )
-    else:
+    if opts.calibration is None:
         log.info("      no --calibration given: using the synthetic benchmark's clips")
-        calib = synthetic_clips(opts.calibration_clips, pre, window=window, stride=stride, seed=opts.seed + 1)
+    calib = calibration.result()
+    pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
     if opts.max_accuracy_drop is None:
         return (*_quantize_pair(encoder, decoder, calib, manifest), None)
     val_clips, val_labels = labelled_clips(
@@ -391,13 +255,31 @@ def _calibrate(
     return encoder, decoder, {**accuracy, "data": str(opts.validation)}
 
 
-def _verify_or_refuse(
-    opts: BuildOptions, encoder: ov.Model, decoder: ov.Model, model: VTN, manifest: Manifest, *, judge_top1: bool
-) -> list[Verification]:
-    """The IR against torch on held-out clips (see `verify`); a BuildError with the table when its f32
-    execution disagrees. With
-    accuracy control, labelled top-1 is the contract (already checked): flips that cancel out
-    there must not fail the build on top-1 agreement."""
+class _Background:
+    """`fn(*args)` in a daemon thread (Ctrl-C does not wait for it); `result()` waits and re-raises
+    what it raised."""
+
+    def __init__(self, fn: Callable, *args: object) -> None:
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="converter-background", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as error:  # handed to the caller of result()
+            self._error = error
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _reference(opts: BuildOptions, model: VTN, manifest: Manifest) -> Reference:
+    """Torch on the held-out clips: from --validation, else rendered from a seed calibration never uses."""
     pre, window, stride = manifest.preprocessing, manifest.window, manifest.stride
     if opts.validation is not None:
         held_out = clips_from_path(
@@ -405,7 +287,16 @@ def _verify_or_refuse(
         )
     else:
         held_out = synthetic_clips(opts.verify_clips, pre, window=window, stride=stride, seed=opts.seed + 7919)
-    results = verify(encoder, decoder, model, held_out, manifest)
+    return torch_reference(model, held_out)
+
+
+def _verify_or_refuse(
+    encoder: ov.Model, decoder: ov.Model, reference: Reference, manifest: Manifest, judge_top1: bool
+) -> list[Verification]:
+    """The IR against torch on held-out clips (see `verify`); a BuildError with the table when its f32
+    execution disagrees. With accuracy control, labelled top-1 is the contract (already checked):
+    flips that cancel out there must not fail the build on top-1 agreement."""
+    results = verify(encoder, decoder, reference, manifest)
     table = format_table(Verification.HEADERS, [result.row() for result in results])
     log.info("%s", table)
     problems = check_tolerance(results[0], judge_top1=judge_top1)

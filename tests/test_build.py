@@ -18,8 +18,9 @@ pytest.importorskip("torch")
 import openvino as ov  # noqa: E402
 from conftest import TINY_INT8_DROP  # noqa: E402
 
-from converter.build import BuildError, BuildOptions, Verification, build, check_tolerance  # noqa: E402
+from converter.build import BuildError, BuildOptions, build  # noqa: E402
 from converter.quantize import count_quantized_ops  # noqa: E402
+from converter.verify import Verification, check_tolerance  # noqa: E402
 from vtn_edge.errors import DataError  # noqa: E402
 from vtn_edge.metadata import RT_INFO_KEY, Manifest  # noqa: E402
 
@@ -336,15 +337,15 @@ def test_accuracy_control_that_cannot_hold_its_bound_fails_and_writes_nothing(
 
 def test_the_written_irs_agree_with_torch_when_run_by_plain_openvino(built_models, trained_checkpoint, tiny_dataset):
     """Not the build's own numbers: the files on disk, run by OpenVINO alone, against torch's top-1."""
-    from converter.build import torch_reference
     from converter.calibration import labelled_clips
     from converter.checkpoints import load_checkpoint
+    from converter.verify import torch_reference
 
     model = load_checkpoint(trained_checkpoint)
     pre = model.config.preprocessing
     clips, labels = labelled_clips(tiny_dataset / "val" / "core", list(model.config.labels), pre, window=16,
                                    stride=2, max_clips=16)  # fmt: skip
-    torch_top1 = np.argmax(torch_reference(model, clips)[1], axis=1)
+    torch_top1 = np.argmax(torch_reference(model, clips).logits, axis=1)
     core = ov.Core()
     for precision in ("fp32", "fp16"):
         enc = core.compile_model(built_models[precision] / "encoder.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -364,10 +365,10 @@ def test_difference_modalities_build_and_stream_as_torch_computes_them(tmp_path,
     torch on the same sampled frames (a ResNet-18 at random, whose features do not vanish)."""
     import torch
 
-    from converter.build import torch_reference
     from converter.checkpoints import save_checkpoint
     from converter.config import VTNConfig
     from converter.models.vtn import build_vtn
+    from converter.verify import torch_reference
     from vtn_edge import LabelPolicy, StreamingRecognizer
     from vtn_edge.compile_options import CompileOptions
     from vtn_edge.metadata import Preprocessing
@@ -396,11 +397,11 @@ def test_difference_modalities_build_and_stream_as_torch_computes_them(tmp_path,
     from converter.checkpoints import load_checkpoint
 
     model = load_checkpoint(checkpoint)
-    expected = softmax(torch_reference(model, [clip])[1][0].astype(np.float64))
+    expected = softmax(torch_reference(model, [clip]).logits[0].astype(np.float64))
     streamed = np.array([dict(first.top_k)[label] for label in manifest.labels])
     assert np.allclose(streamed, expected, atol=1e-4), (streamed, expected)
     # the comparison can tell pairings apart: the same frames paired the other way round differ
-    reversed_order = softmax(torch_reference(model, [clip[::-1]])[1][0].astype(np.float64))
+    reversed_order = softmax(torch_reference(model, [clip[::-1]]).logits[0].astype(np.float64))
     assert np.abs(reversed_order - expected).max() > 1e-3, (reversed_order, expected)
 
 
@@ -451,7 +452,7 @@ def _row(execution: str, agreement: float) -> Verification:
 
 
 def test_the_runtime_runs_f32_where_the_default_precision_agreed_less():
-    from converter.build import runtime_precision_hint
+    from converter.verify import runtime_precision_hint
     from vtn_edge.compile_options import CompileOptions
 
     f32 = _row("f32", 0.98)
