@@ -169,6 +169,7 @@ def _compare(
     """Embeddings, logits on torch's embeddings, and top-1 end to end, clip by clip."""
     cosines, diffs, agree = [], [], []
     dec_request = dec.create_infer_request()
+    margin = TOLERANCES[manifest.precision].tie_margin
     clips = reference.clips
     for clip, ref, ref_logits in zip(
         progress(clips, desc=f"verify ({execution})", unit="clip", leave=False), reference.embeddings, reference.logits
@@ -178,7 +179,7 @@ def _compare(
         logits_on_ref = dec_request.infer([ref[None]])[0][0]
         diffs.append(float(np.abs(logits_on_ref - ref_logits).max()))
         ranked = np.sort(ref_logits)  # a one-class model (an imported encoder alone) has no runner-up
-        if len(ranked) > 1 and ranked[-1] - ranked[-2] >= TOLERANCES[manifest.precision].tie_margin:
+        if len(ranked) > 1 and ranked[-1] - ranked[-2] >= margin:
             logits = dec_request.infer([emb[None]])[0][0]
             agree.append(int(np.argmax(logits) == np.argmax(ref_logits)))
     return Verification(
