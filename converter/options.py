@@ -85,6 +85,10 @@ class TrainOptions:
         metavar="DATASET",
     )  # fmt: skip
     mix_share: float = _opt(0.25, "the share of each epoch's windows that --mix-clips gives")
+    feature_noise: float = _opt(
+        0.0, "with --freeze-encoder: Gaussian noise added to the cached features in training, as a fraction of "
+        "each frame's feature RMS (an INT8 encoder moves its features by about 0.1)", metavar="SCALE",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teachers", tuple(self.teachers))
@@ -115,6 +119,9 @@ class TrainOptions:
              "--subspace needs fixed pooled features; it cannot be combined with --tune-layers"),
             (bool(self.reverse_pairs and self.modality != "rgb"),
              f"--reverse-pairs needs --modality rgb (reversed {self.modality} inputs are not a clip)"),
+            (self.feature_noise < 0, f"--feature-noise is a fraction >= 0, got {self.feature_noise}"),
+            (bool(self.feature_noise and not self.freeze_encoder),
+             f"--feature-noise works on cached features: {cached}"),
             (not 0 < self.mix_share < 1, f"--mix-share is a fraction of each epoch in (0, 1), got {self.mix_share}"),
         ]  # fmt: skip
 

@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from converter.checkpoints import load_backbone_weights, load_checkpoint, read_config, save_checkpoint
 from converter.config import ConfigError, VTNConfig
-from converter.data.clips import ClipDataset, read_reversal_pairs, reverse_some, usable_items
+from converter.data.clips import ClipDataset, ReversedSome, read_reversal_pairs, reverse_some, usable_items
 from converter.data.stream_windows import StreamWindows, label_windows
 from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
 from converter.models.decoder import SelfAttentionDecoder
@@ -131,6 +131,13 @@ def distillation_loss(
     return (1 - alpha) * F.cross_entropy(student, labels) + alpha * soft
 
 
+def add_feature_noise(features: torch.Tensor, scale: float) -> torch.Tensor:
+    """Features [B, T, C] plus Gaussian noise of `scale` times each frame's RMS: a decoder trained so
+    keeps its decisions when an INT8 encoder moves the features it was trained on."""
+    rms = features.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return features + scale * rms * torch.randn_like(features)
+
+
 # ------------------------------------------------------------------ annotated streams
 @dataclass(frozen=True)
 class _Streams:
@@ -148,9 +155,10 @@ class _Streams:
         return [(VideoItem(s.path, 0), s.frames) for s in streams]
 
     def windows(
-        self, train_features, val_features, mix_features, opts: TrainOptions, shape: dict
+        self, train_features, val_features, mix_features, opts: TrainOptions, shape: dict, partner: torch.Tensor | None
     ) -> tuple[StreamWindows, Dataset, Dataset]:
-        """(the stream windows of an epoch, everything an epoch trains on, validation windows)."""
+        """(the stream windows of an epoch, everything an epoch trains on, validation windows);
+        `partner` (--reverse-pairs) reverses some of the trimmed clips, never a stream window."""
         background = self.labels.index(self.background)
         cut = dict(window=opts.window, stride=opts.stride)
         train = label_windows(self.train, self.labels, self.background, step=1, **cut)
@@ -160,7 +168,9 @@ class _Streams:
                                 seed=opts.seed, **shape)  # fmt: skip
         epoch: Dataset = windows
         if self.mix:
-            clips = FeatureWindows(mix_features, [i.label for i, _ in self.mix], train=True, **shape)
+            clips: Dataset = FeatureWindows(mix_features, [i.label for i, _ in self.mix], train=True, **shape)
+            if partner is not None:
+                clips = ReversedSome(clips, partner)
             share = opts.mix_share
             repeats = max(1, round(STREAM_WINDOWS_PER_EPOCH * share / (1 - share) / len(clips)))
             epoch = ConcatDataset([windows] + [clips] * repeats)
@@ -174,8 +184,10 @@ STREAM_WINDOWS_PER_EPOCH = 12000
 def _open_streams(opts: TrainOptions) -> _Streams:
     if not opts.freeze_encoder:
         raise TrainError("training on annotated streams works on cached features: add --freeze-encoder")
-    if opts.reverse_pairs or opts.teachers or opts.tune_layers:
-        raise TrainError("--reverse-pairs, --teacher and --tune-layers work on trimmed clips, not on streams")
+    if opts.teachers or opts.tune_layers:
+        raise TrainError("--teacher and --tune-layers work on trimmed clips, not on streams")
+    if opts.reverse_pairs and not opts.mix_clips:
+        raise TrainError("--reverse-pairs on streams reverses the --mix-clips clips only: add --mix-clips")
     labels, background = stream_labels(opts.data)
     if opts.validation and not is_stream_folder(opts.validation):
         raise TrainError(f"--data {opts.data} holds streams, so --validation must too (a folder with {ANNOTATIONS})")
@@ -234,7 +246,9 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     labels, train_items, val_items = _items(opts, streams)
     model = build_model(opts, labels).to(device)
     partner = read_reversal_pairs(opts.reverse_pairs, labels).to(device) if opts.reverse_pairs else None
-    data = _training_data(opts, model, streams, train_items, val_items, rank, device)
+    data = _training_data(opts, model, streams, train_items, val_items, rank, device, partner)
+    if streams is not None:
+        partner = None  # reversed in the dataset, clips only (ReversedSome)
     net = torch.nn.parallel.DistributedDataParallel(data.trainable) if dist.is_initialized() else data.trainable
     sampler = DistributedSampler(data.train, seed=opts.seed) if dist.is_initialized() else None
     loader = DataLoader(
@@ -293,6 +307,7 @@ def _training_data(
     val_items: list,
     rank: int,
     device: torch.device,
+    partner: torch.Tensor | None,
 ) -> _Data:
     """Whole clips through the whole model, or (--freeze-encoder) cached features through a head."""
     pre = model.config.preprocessing
@@ -320,7 +335,7 @@ def _training_data(
     if streams is not None:
         mix_features = cache.features(ClipDataset(streams.mix, pre, **clip, train=False), "mix") if streams.mix else []
         stream_windows, train_data, val_data = streams.windows(train_features, val_features, mix_features, opts,
-                                                               windows)  # fmt: skip
+                                                               windows, partner)  # fmt: skip
     else:
         train_data = FeatureWindows(train_features, [i.label for i, _ in train_items], train=True, **windows)
         val_data = FeatureWindows(val_features, [i.label for i, _ in val_items], train=False, **windows)
@@ -433,6 +448,8 @@ def _run_epoch(
         x, y = x.to(device), y.to(device)
         if partner is not None:
             x, y = reverse_some(x, y, partner)
+        if opts.feature_noise:
+            x = add_feature_noise(x, opts.feature_noise)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
             logits = net(x).float()
             if teachers:

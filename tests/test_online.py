@@ -193,7 +193,7 @@ def test_bad_stream_folders_name_the_file_and_what_was_expected(tmp_path, tiny_s
 # ---------------------------------------------------------------------- training windows
 def test_window_labels_follow_the_newest_frame_with_enough_of_the_action():
     pytest.importorskip("torch")
-    from converter.data.stream_windows import END_GRACE, MIN_ACTION_FRAMES, label_windows, window_label
+    from converter.data.stream_windows import END_HOLD_FRAMES, MIN_ACTION_FRAMES, label_windows, window_label
 
     ids = np.full(200, -1)
     ids[100:150] = 0  # one action, frames 100..149
@@ -203,8 +203,11 @@ def test_window_labels_follow_the_newest_frame_with_enough_of_the_action():
     assert window_label(ids, window(100 + 2 * (MIN_ACTION_FRAMES - 2)), actions, background) is None  # barely begun
     assert window_label(ids, window(100 + 2 * (MIN_ACTION_FRAMES - 1)), actions, background) == 7
     assert window_label(ids, window(149), actions, background) == 7
-    assert window_label(ids, window(149 + 2 * (END_GRACE - 1)), actions, background) is None  # just ended
-    assert window_label(ids, window(149 + 2 * END_GRACE + 1), actions, background) == background
+    # after the end: the action while it fills half the window, then left out, then the background
+    assert window_label(ids, window(149 + 2 * (16 - END_HOLD_FRAMES)), actions, background) == 7
+    assert window_label(ids, window(149 + 2 * (16 - END_HOLD_FRAMES + 1)), actions, background) is None
+    assert window_label(ids, window(149 + 2 * (16 - MIN_ACTION_FRAMES)), actions, background) is None
+    assert window_label(ids, window(149 + 2 * (16 - MIN_ACTION_FRAMES + 1)), actions, background) == background
     ids[150:170] = 1  # a second action straight after the first: the window is the new one's once it shows
     assert window_label(ids, window(152), [7, 3], background) is None
     assert window_label(ids, window(156), [7, 3], background) == 3
@@ -288,8 +291,11 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
         train(replace(opts, data=str(clips), mix_clips=str(clips)))
     with pytest.raises(TrainError, match="--mix-share is a fraction"):
         train(replace(opts, mix_clips=str(clips), mix_share=1.0))
+    with pytest.raises(TrainError, match="reverses the --mix-clips clips only: add --mix-clips"):
+        train(replace(opts, reverse_pairs=str(clips / "pairs.txt")))
     caplog.set_level("INFO", logger="converter.train")
-    run = train(replace(opts, mix_clips=str(clips), mix_share=0.5))
+    run = train(replace(opts, mix_clips=str(clips), mix_share=0.5, reverse_pairs=str(clips / "pairs.txt"),
+                        feature_noise=0.1))  # fmt: skip
     repeats = round(STREAM_WINDOWS_PER_EPOCH / 40)  # half of each epoch: as many clips as stream windows
     assert f"trimmed clips: 40, each seen {repeats} times an epoch" in caplog.text
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

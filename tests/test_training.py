@@ -260,6 +260,33 @@ def test_reversal_pairs_play_clips_backwards_as_their_partner(tmp_path):
         read_reversal_pairs(tmp_path / "bad.txt", labels)
 
 
+def test_reversal_one_item_at_a_time_reverses_clips_of_paired_classes_only():
+    from converter.data.clips import ReversedSome
+
+    partner = torch.tensor([1, 0, -1])
+    items = [(torch.arange(4.0).view(4, 1) + 10 * i, i % 3) for i in range(60)]  # clips [T, C], classes 0..2
+    torch.manual_seed(0)
+    out = [ReversedSome(items, partner)[i] for i in range(60)]
+    reversed_ = [not torch.equal(x, items[i][0]) for i, (x, _) in enumerate(out)]
+    for (x, y), (clip, label), flipped in zip(out, items, reversed_):
+        assert (torch.equal(x, clip.flip(0)) and y == partner[label]) if flipped else (y == label)
+    assert 8 < sum(reversed_) < 32 and not any(f for f, (_, y) in zip(reversed_, items) if y == 2)
+
+
+def test_feature_noise_is_a_fraction_of_each_frames_rms(tiny_dataset, tmp_path):
+    from converter.train import TrainError, add_feature_noise
+
+    features = torch.rand(4, 16, 256) * torch.arange(1, 17.0).view(1, 16, 1)  # frames of different scale
+    noise = add_feature_noise(features, 0.1) - features
+    ratio = noise.norm(dim=-1) / features.norm(dim=-1)
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.1), atol=0.02)
+    assert torch.equal(add_feature_noise(features, 0.0), features)
+    with pytest.raises(TrainError, match="--feature-noise is a fraction >= 0, got -0.1"):
+        _run(tmp_path, tiny_dataset / "train" / "core", freeze_encoder=True, feature_noise=-0.1)
+    with pytest.raises(TrainError, match="--feature-noise works on cached features"):
+        _run(tmp_path, tiny_dataset / "train" / "core", feature_noise=0.1)
+
+
 def test_synthetic_pairs_file_names_every_core_class(tmp_path):
     from converter.data.clips import read_reversal_pairs
 

@@ -137,3 +137,19 @@ def reverse_some(
     flip = (torch.rand(len(labels), generator=generator) < 0.5).to(labels.device) & (partner[labels] >= 0)
     shape = (-1,) + (1,) * (clips.dim() - 1)
     return torch.where(flip.view(shape), clips.flip(1), clips), torch.where(flip, partner[labels], labels)
+
+
+class ReversedSome(Dataset):
+    """`reverse_some` one item at a time, for the part of an epoch whose items are clips (the
+    trimmed clips trained beside stream windows; a stream window played backwards is no action)."""
+
+    def __init__(self, items: Dataset, partner: torch.Tensor):
+        self.items, self.partner = items, partner.cpu()
+
+    def __len__(self) -> int:
+        return len(self.items)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        clip, label = self.items[index]
+        clips, labels = reverse_some(clip[None], torch.tensor([label]), self.partner)
+        return clips[0], int(labels[0])

@@ -6,11 +6,14 @@ seen nothing later):
   MIN_ACTION_FRAMES sampled frames of it: that action;
 - the newest sampled frame lies inside an action, but fewer of its frames are in the window: left
   out (the action has barely begun; either answer is defensible);
-- the newest sampled frame is idle, but one of the END_GRACE newest sampled frames still lies in
-  an action: left out (the action has only just ended);
+- the newest sampled frame is idle, but the window still holds at least END_HOLD_FRAMES (half
+  the window) sampled frames of the latest action: that action (a window mostly of one action
+  is that action, as in a trimmed clip);
+- the newest sampled frame is idle and the window holds MIN_ACTION_FRAMES to END_HOLD_FRAMES - 1
+  frames of the latest action: left out (the action is fading out of the window);
 - otherwise: the background class (`still`), which never raises an event.
 At stride 2 and 25-30 fps that is about 0.3 s of an action before its label is asked for, and
-about 0.2 s after its end before "no action" is.
+about 0.6 s after its end before "no action" is.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from vtn_edge.online import AnnotatedStream
 from vtn_edge.video import sampled_span
 
 MIN_ACTION_FRAMES = 4
-END_GRACE = 3
+END_HOLD_FRAMES = 8
 ACTION_SHARE = 0.5  # of the windows in a training epoch, this share shows an action
 
 
@@ -50,12 +53,15 @@ def segment_ids(stream: AnnotatedStream) -> np.ndarray:
 def window_label(ids: np.ndarray, sampled: np.ndarray, actions: Sequence[int], background: int) -> int | None:
     """The rule above, for one window whose sampled frame indices are `sampled` (oldest first);
     `actions[k]` is the class of annotated action k."""
-    newest = ids[sampled[-1]]
+    seen = ids[sampled]
+    newest = seen[-1]
     if newest >= 0:
-        return actions[newest] if int((ids[sampled] == newest).sum()) >= MIN_ACTION_FRAMES else None
-    if (ids[sampled[-END_GRACE:]] >= 0).any():
-        return None
-    return background
+        return actions[newest] if int((seen == newest).sum()) >= MIN_ACTION_FRAMES else None
+    past = seen[seen >= 0]
+    shown = int((seen == past[-1]).sum()) if len(past) else 0  # frames of the latest action
+    if shown >= END_HOLD_FRAMES:
+        return actions[past[-1]]
+    return None if shown >= MIN_ACTION_FRAMES else background
 
 
 def label_windows(
