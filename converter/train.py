@@ -132,9 +132,9 @@ def distillation_loss(
 
 
 def add_feature_noise(features: torch.Tensor, scale: float) -> torch.Tensor:
-    """Features [B, T, C] plus Gaussian noise of `scale` times each frame's RMS: a decoder trained so
+    """Features [B, T, ...] plus Gaussian noise of `scale` times each frame's RMS: a decoder trained so
     keeps its decisions when an INT8 encoder moves the features it was trained on."""
-    rms = features.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    rms = features.flatten(2).pow(2).mean(dim=-1).sqrt().view(*features.shape[:2], *[1] * (features.dim() - 2))
     return features + scale * rms * torch.randn_like(features)
 
 
@@ -247,8 +247,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
     model = build_model(opts, labels).to(device)
     partner = read_reversal_pairs(opts.reverse_pairs, labels).to(device) if opts.reverse_pairs else None
     data = _training_data(opts, model, streams, train_items, val_items, rank, device, partner)
-    if streams is not None:
-        partner = None  # reversed in the dataset, clips only (ReversedSome)
+    batch_partner = partner if streams is None else None  # on streams the dataset reverses its clips only
     net = torch.nn.parallel.DistributedDataParallel(data.trainable) if dist.is_initialized() else data.trainable
     sampler = DistributedSampler(data.train, seed=opts.seed) if dist.is_initialized() else None
     loader = DataLoader(
@@ -266,7 +265,7 @@ def train(opts: TrainOptions, *, resume: bool = False) -> Path:
         started = time.perf_counter()
         per_batch = optimisation.scheduler if optimisation.per_batch else None
         loss, acc = _run_epoch(net, loader, optimisation.optimizer, per_batch, device, teachers, opts, epoch, rank,
-                               partner)  # fmt: skip
+                               batch_partner)  # fmt: skip
         val_loss, val_acc = _validate(data.trainable, val_loader, device, opts.bf16) if val_loader else (loss, acc)
         if not optimisation.per_batch:
             optimisation.scheduler.step(val_loss)
