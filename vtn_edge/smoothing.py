@@ -81,7 +81,7 @@ class LabelStabilizer:
 # What the camera monitor (and `vtn_edge evaluate --online`, which measures it) uses unless told
 # otherwise: the best event F1 of `benchmarks/online_sweep.py` for the shipped model on the stream
 # benchmark's validation seed (see the README's online quality).
-MONITOR_POLICY = LabelPolicy(smoothing="ema", threshold=0.8, hold_seconds=0.0)
+MONITOR_POLICY = LabelPolicy(smoothing=None, threshold=0.9, hold_seconds=0.2)
 SMOOTHING_CHOICES = ("mean", "ema", "none")
 
 
