@@ -301,6 +301,8 @@ def test_cli_run_json_and_bench(shared_data):
             str(SHIPPED_INT8),
             "--frames",
             "200",
+            "--rounds",
+            "2",
             "--source",
             str(shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi"),
             "--json",
@@ -311,6 +313,13 @@ def test_cli_run_json_and_bench(shared_data):
     )
     result = json.loads(bench.stdout)
     assert result["e2e_fps"] > 0 and result["raw_schedule_fps"] > 0 and result["video_fps"] > 0
+    ratios = sorted(r["ratio"] for r in result["rounds"])  # raw and end to end measured back to back
+    assert len(ratios) == 2 and result["e2e_ratio_range"] == ratios
+    assert result["e2e_ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two rounds
+    no_rounds = subprocess.run(
+        [sys.executable, "-m", "vtn_edge", "bench", str(SHIPPED_INT8), "--rounds", "0"], capture_output=True, text=True
+    )
+    assert no_rounds.returncode == 2 and "at least 1 round" in no_rounds.stderr and "Traceback" not in no_rounds.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "vtn_edge", "run", "/nonexistent", "x.mp4"], capture_output=True, text=True
     )

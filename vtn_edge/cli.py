@@ -147,6 +147,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         source=args.source,
         streams=args.streams,
         frames=args.frames,
+        rounds=args.rounds,
         options=_compile_options(args, args.streams),
     )
     if args.edge_profile:
@@ -198,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("model", type=Path)
     bench.add_argument("--source", type=Path, help="a video (its decoding is measured too)")
     bench.add_argument("--streams", type=int, default=1)
-    bench.add_argument("--frames", type=int, default=2000)
+    bench.add_argument("--frames", type=int, default=2000, help="frames per end-to-end round (default 2000)")
+    bench.add_argument(
+        "--rounds", type=int, default=3,
+        help="rounds of raw inference then end to end, back to back; the ratio is their median (default 3)",
+    )  # fmt: skip
     bench.add_argument("--json", action="store_true")
     bench.add_argument(
         "--edge-profile",

@@ -63,9 +63,10 @@ def center_crop_resize(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 def encoder_frame(crop: np.ndarray, interface: str) -> np.ndarray:
     """A [S, S, 3] uint8 BGR crop as one encoder input: [1, S, S, 3] uint8 for our native IRs, or
-    [1, 3, S, S] float32 BGR 0..255 for the Open Model Zoo interface."""
+    [1, 3, S, S] float32 BGR 0..255 for the Open Model Zoo interface. C-contiguous either way: the
+    recognizer hands it to OpenVINO as shared memory, uncopied."""
     if interface == "omz":
-        return crop.transpose(2, 0, 1)[None].astype(np.float32)
+        return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)
     return crop[None]
 
 
