@@ -10,7 +10,7 @@ import numpy as np
 import openvino as ov
 
 from vtn_edge.errors import VtnEdgeError
-from vtn_edge.model import CompileOptions, VtnModel, compile_pair, encoder_requests
+from vtn_edge.model import CompileOptions, VtnModel, compile_pair, encoder_requests, set_shared_inputs
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
 from vtn_edge.sources import open_source
@@ -105,14 +105,9 @@ def _row(stage: str, timing: Timing | None, throughput: str = "") -> tuple[str, 
     return stage, f"{timing.p50_ms:.2f}", f"{timing.p99_ms:.2f}", throughput
 
 
-def _set_inputs(request: ov.InferRequest, inputs: list[np.ndarray]) -> None:
-    for i, array in enumerate(inputs):
-        request.set_input_tensor(i, ov.Tensor(array, shared_memory=True))
-
-
 def _time_requests(compiled: ov.CompiledModel, inputs: list[np.ndarray], runs: int) -> Timing:
     request = compiled.create_infer_request()
-    _set_inputs(request, inputs)  # once: what is timed is inference, not handing inputs over
+    set_shared_inputs(request, inputs)  # once: what is timed is inference, not handing inputs over
     for _ in range(10):
         request.infer()
     times = []
@@ -127,7 +122,7 @@ def _throughput(compiled: ov.CompiledModel, inputs: list[np.ndarray], requests: 
     """Inferences per second with `requests` in flight: what the hardware gives, nothing else."""
     jobs = ov.AsyncInferQueue(compiled, requests)
     for i in range(requests):
-        _set_inputs(jobs[i], inputs)
+        set_shared_inputs(jobs[i], inputs)
     for _ in range(2 * requests):
         jobs.start_async()
     jobs.wait_all()
@@ -158,14 +153,17 @@ def _zero_inputs(compiled: ov.CompiledModel) -> list[np.ndarray]:
     return [np.zeros(tuple(i.get_shape()), i.get_element_type().to_dtype()) for i in compiled.inputs]
 
 
-def _raw_round(
-    encoder: ov.CompiledModel, decoder: ov.CompiledModel, stride: int, runs: int
-) -> tuple[float, float, float]:
-    """Encoder and decoder throughput with the recognizer's requests in flight, and the schedule
-    they allow: `stride` frames per encoder pass plus decoder pass."""
-    enc_tp = _throughput(encoder, _zero_inputs(encoder), encoder_requests(encoder), runs)
-    dec_tp = _throughput(decoder, _zero_inputs(decoder), 1, runs)  # the recognizer runs its decoder on one request
-    return enc_tp, dec_tp, stride / (1 / enc_tp + 1 / dec_tp)
+def _raw_throughputs(
+    encoder: ov.CompiledModel,
+    decoder: ov.CompiledModel,
+    enc_inputs: list[np.ndarray],
+    dec_inputs: list[np.ndarray],
+    runs: int,
+) -> tuple[float, float]:
+    """Encoder and decoder inferences per second with the recognizer's requests in flight."""
+    enc_tp = _throughput(encoder, enc_inputs, encoder_requests(encoder), runs)
+    dec_tp = _throughput(decoder, dec_inputs, 1, runs)  # the recognizer runs its decoder on one request
+    return enc_tp, dec_tp
 
 
 def _e2e_round(
@@ -200,8 +198,9 @@ def run_bench(
     options = (options or CompileOptions()).for_streams(streams)
     stride = model.manifest.stride
     encoder, decoder = compile_pair(model, options)
-    enc_t = _time_requests(encoder, _zero_inputs(encoder), runs)
-    dec_t = _time_requests(decoder, _zero_inputs(decoder), runs)
+    enc_inputs, dec_inputs = _zero_inputs(encoder), _zero_inputs(decoder)
+    enc_t = _time_requests(encoder, enc_inputs, runs)
+    dec_t = _time_requests(decoder, dec_inputs, runs)
 
     pool = _read_frames(source, min(frames, 600)) if source else _synthetic_frames(64)
     measured, predictions = [], []
@@ -210,9 +209,12 @@ def run_bench(
             rec.push(pool[i % len(pool)], stream=i % streams)
         rec.flush()
         for _ in range(rounds):
-            raw = _raw_round(encoder, decoder, stride, runs)
+            enc_tp, dec_tp = _raw_throughputs(encoder, decoder, enc_inputs, dec_inputs, runs)
             fps, round_predictions = _e2e_round(rec, pool, frames, streams)
-            measured.append(Round(*raw, e2e_fps=fps))
+            schedule = stride / (1 / enc_tp + 1 / dec_tp)  # stride frames per encoder pass + decoder pass
+            measured.append(
+                Round(encoder_throughput=enc_tp, decoder_throughput=dec_tp, raw_schedule_fps=schedule, e2e_fps=fps)
+            )
             predictions += round_predictions
         live_all = live_encoded = None
         if streams == 1:  # a camera delivers a frame every ~33 ms: nothing queues behind it

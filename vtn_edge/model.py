@@ -8,9 +8,11 @@ labels file, whose window and input size are read off the IRs themselves.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
 
 from vtn_edge.compile_options import CompileOptions
@@ -160,6 +162,13 @@ def compile_pair(
             f"OpenVINO cannot compile {model.path} for {options.device} with {props}: "
             f"{str(exc).strip().splitlines()[-1][:200]}"
         ) from None
+
+
+def set_shared_inputs(request: ov.InferRequest, arrays: Sequence[np.ndarray]) -> None:
+    """Put C-contiguous arrays on a request's inputs as shared tensors: no copy, and none of the
+    ~45 us of Python that OpenVINO's generic input dispatch (`infer(inputs)`) costs per call."""
+    for i, array in enumerate(arrays):
+        request.set_input_tensor(i, ov.Tensor(array, shared_memory=True))
 
 
 def encoder_requests(encoder: ov.CompiledModel) -> int:
