@@ -1,8 +1,10 @@
-"""Sweep the monitor's label policy (threshold x hold x smoothing) on annotated streams.
+"""Sweep the monitor's label policy (threshold x hold x smoothing) and event rules on annotated streams.
 
 The model runs once per stream; every policy is replayed over the recorded probabilities with the
-runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). Prints the
-precision / recall / delay table and draws the trade-off as a PNG.
+runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). First every label
+policy with plain events (no merge gap, no end offset); then, for the best few of them, every pair
+of event rules (merge gap x end offset). Prints the precision / recall / delay table and draws the
+trade-off as a PNG.
 
     python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
 """
@@ -17,14 +19,18 @@ from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.model import load_model
+from vtn_edge.monitor.events import MONITOR_EVENT_RULES, EventRules
 from vtn_edge.online import load_streams, record, replay, score
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
-from vtn_edge.smoothing import LabelPolicy, policy_from_flags
+from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy, policy_from_flags
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HOLDS = (0.0, 0.1, 0.2, 0.3, 0.5)
 SMOOTHINGS = ("none", "ema", "mean")
+MERGE_GAPS = (0.0, 0.5, 1.0, 1.5)
+END_OFFSETS = (0.0, 0.2, 0.3, 0.4)
+RULES_FOR_BEST = 5  # label policies that get the event-rule grid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, help="the trade-off picture")
     parser.add_argument("--json", type=Path, help="every policy's metrics")
     parser.add_argument(
-        "--policy", action="append", type=_policy, metavar="SMOOTHING,THRESHOLD,HOLD",
-        help="replay only these policies (repeatable), e.g. to compare two on a held-out seed: mean,0.5,0.5",
+        "--policy", action="append", type=_policy, metavar="SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET]",
+        help="replay only these (repeatable), e.g. to compare two on a held-out seed: mean,0.5,0.5 none,0.9,0.2,1,0.3",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    grid = args.policy or list(itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
 
     model = load_model(args.model)
     streams = load_streams(args.streams, model.manifest.labels)
@@ -48,15 +53,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recording {i + 1}/{len(streams)}: {s.name}", file=sys.stderr, flush=True)
             recordings.append(record(rec, s))
     background = model.manifest.background
-    results = []
-    for smoothing, threshold, hold in grid:
-        policy = policy_from_flags(smoothing, threshold, hold)
-        metrics = score([(r.stream, replay(r, policy, background)) for r in recordings])
-        metrics.pop("per_class")
-        results.append({"smoothing": smoothing, "threshold": threshold, "hold": hold, **metrics})
-    results.sort(key=lambda r: -(r["event_f1"] or 0))
+
+    def run(grid) -> list[dict]:
+        results = []
+        for smoothing, threshold, hold, gap, offset in grid:
+            policy, rules = policy_from_flags(smoothing, threshold, hold), EventRules(gap, offset)
+            metrics = score([(r.stream, replay(r, policy, background, rules)) for r in recordings])
+            metrics.pop("per_class")
+            results.append({"smoothing": smoothing, "threshold": threshold, "hold": hold, "merge_gap": gap,
+                            "end_offset": offset, **metrics})  # fmt: skip
+        return sorted(results, key=lambda r: -(r["event_f1"] or 0))
+
+    if args.policy:
+        results = run(args.policy)
+    else:
+        results = run((*p, 0.0, 0.0) for p in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
+        best = [(r["smoothing"], r["threshold"], r["hold"]) for r in results[:RULES_FOR_BEST]]
+        rules = [(*p, *e) for p in best for e in itertools.product(MERGE_GAPS, END_OFFSETS) if e != (0.0, 0.0)]
+        results = sorted(results + run(rules), key=lambda r: -(r["event_f1"] or 0))
     rows = [
-        (r["smoothing"], r["threshold"], r["hold"], _pct(r["event_precision"]), _pct(r["event_recall"]),
+        (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"], _pct(r["event_precision"]),
+         _pct(r["event_recall"]),
          _pct(r["event_f1"]), _pct(r["event_f1_iou50"]), _s(r["delay_p50_s"]), _s(r["delay_p90_s"]),
          _s(r["false_per_hour"]), _pct(r["frame_acc"]), _s(r["flicker_per_min"]))
         for r in results
@@ -69,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 "smoothing",
                 "threshold",
                 "hold s",
+                "merge gap s",
+                "end offset s",
                 "precision",
                 "recall",
                 "F1",
@@ -89,15 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _policy(text: str) -> tuple[str, float, float]:
+def _policy(text: str) -> tuple[str, float, float, float, float]:
     try:
-        smoothing, threshold, hold = text.split(",")
-        policy_from_flags(smoothing, float(threshold), float(hold))  # checks the values
-        return smoothing, float(threshold), float(hold)
+        smoothing, *numbers = text.split(",")
+        threshold, hold, gap, offset = (*map(float, numbers), 0.0, 0.0) if len(numbers) == 2 else map(float, numbers)
+        policy_from_flags(smoothing, threshold, hold), EventRules(gap, offset)  # checks the values
+        return smoothing, threshold, hold, gap, offset
     except (ValueError, VtnEdgeError) as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected SMOOTHING,THRESHOLD,HOLD like mean,0.5,0.5 ({exc})"
+            f"{text!r}: expected SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET] like mean,0.5,0.5 ({exc})"
         ) from None
+
+
+def _is_default(r: dict) -> bool:
+    policy = policy_from_flags(r["smoothing"], r["threshold"], r["hold"])
+    return policy == MONITOR_POLICY and EventRules(r["merge_gap"], r["end_offset"]) == MONITOR_EVENT_RULES
 
 
 def _pct(value: float | None) -> str:
@@ -123,12 +148,16 @@ def _plot(results: list[dict], path: Path, title: str) -> None:
                          c=[r["delay_p50_s"] or 0 for r in rs], **kw)  # fmt: skip
         ax2.scatter([r["delay_p50_s"] or 0 for r in rs], [r["event_f1"] for r in rs],
                     c=[r["delay_p50_s"] or 0 for r in rs], **kw)  # fmt: skip
+    default = [r for r in results if _is_default(r) and r["event_precision"] is not None]
+    for r in default:
+        ax1.scatter(r["event_recall"], r["event_precision"], marker="*", s=300, c="red", label="the monitor's default")
+        ax2.scatter(r["delay_p50_s"] or 0, r["event_f1"], marker="*", s=300, c="red")
     fig.colorbar(sc, ax=ax2, label="start delay p50 (s)")
     ax1.set_xlabel("event recall (IoU 0.3)"), ax1.set_ylabel("event precision"), ax1.legend()
     ax2.set_xlabel("start delay p50 (s)"), ax2.set_ylabel("event F1 (IoU 0.3)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Label policies (threshold x hold x smoothing): {title}")
+    fig.suptitle(f"Label policies (threshold x hold x smoothing) and event rules: {title}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -36,8 +36,9 @@ from servers import (
     need,
 )
 
+from vtn_edge.errors import VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
-from vtn_edge.monitor.events import ActionEvent, EventTracker, JsonLinesWriter
+from vtn_edge.monitor.events import ActionEvent, EventRules, EventTracker, JsonLinesWriter
 from vtn_edge.monitor.mqtt import MqttError, parse_mqtt_url
 from vtn_edge.types import Prediction
 
@@ -128,6 +129,7 @@ def test_rtsp_to_events_file_mqtt_metrics_preview_and_clips(tmp_path, rtsp, mosq
         "--preview-port", str(preview_port),
         "--save-clips", str(tmp_path / "clips"),
         "--clip-before", "1", "--clip-after", "0.5",
+        "--merge-gap", "0", "--end-offset", "0",  # plain events: an end is known when it happens
         env=env,
     )  # fmt: skip
     try:
@@ -506,6 +508,7 @@ def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosq
         (["--source", "0", "--mqtt", "mqtt://u:pw@broker/t"], "not in the URL"),
         (["--source", "0", "--ha-discovery"], "--ha-discovery announces cameras over MQTT: add --mqtt"),
         (["--source", "0", "--snapshots", "/proc/no/such"], "--snapshots /proc/no/such: cannot write there"),
+        (["--source", "0", "--end-offset", "-0.5"], "need merge_gap >= 0 and end_offset >= 0"),
         (["--source", "0", "--name", "a/b", "--source", "1", "--name", "a_b", "--mqtt", "mqtt://h/t"], "collide"),
     ],
 )
@@ -568,6 +571,38 @@ def test_event_tracker_turns_labels_into_start_and_end_events(tmp_path):
     assert rows[1]["start_time"].endswith("Z") and rows[1]["end_time"].endswith("Z")  # UTC, ISO 8601
     start = datetime.fromisoformat(rows[1]["start_time"].replace("Z", "+00:00"))
     assert start.utcoffset().total_seconds() == 0 and abs(start.timestamp() - got[1].start_time) < 1e-3
+
+
+def test_event_rules_bridge_a_short_gap_and_take_the_window_lag_off_the_end():
+    got: list[ActionEvent] = []
+    tracker = EventTracker("cam", got.append, host="box", rules=EventRules(merge_gap=0.22, end_offset=0.1))
+    # frames are 1/25 s apart: a 3-frame gap (0.12 s) is bridged, an 8-frame gap is not
+    labels = ["wave"] * 5 + [None] * 3 + ["wave"] * 4 + [None] * 8 + ["wave"] * 3 + [None] * 2 + ["clap"] * 2
+    for i, label in enumerate(labels):
+        tracker.update(_prediction(i, label))
+        if i == 14:  # the gap of the first event: still open while it waits the gap out
+            assert tracker.current is not None and tracker.current.label == "wave" and tracker.label is None
+        if i == 18:  # 0.24 s after the label went: ended
+            assert tracker.current is None
+    tracker.close("shutdown")
+    ends = [(e.label, e.start_frame, e.end_frame, e.reason) for e in got if e.event == "end"]
+    assert ends == [
+        ("wave", 0, 9, "label_changed"),  # the label went at frame 12; less 0.1 s: frame 9.5
+        ("wave", 20, 20, "label_changed"),  # another label came within the gap: ended at once, not before its start
+        ("clap", 25, 26, "shutdown"),  # still labelled when the source went: nothing taken off
+    ]
+    first = next(e for e in got if e.event == "end")
+    assert first.end_time == pytest.approx(1000.0 + 12 / 25 - 0.1)
+    assert [e.event for e in got] == ["start", "end", "start", "end", "start", "end"]  # no start inside the gap
+
+    got.clear()  # an event waiting out its gap when the source ends: it had ended when its label went
+    tracker = EventTracker("cam", got.append, host="box", rules=EventRules(merge_gap=1.0))
+    for i, label in enumerate(["wave"] * 4 + [None] * 3):
+        tracker.update(_prediction(i, label))
+    tracker.close("source_ended")
+    assert (got[-1].end_frame, got[-1].reason) == (3, "label_changed")
+    with pytest.raises(VtnEdgeError, match="merge_gap >= 0"):
+        EventRules(merge_gap=-1)
 
 
 def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):

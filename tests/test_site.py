@@ -13,6 +13,7 @@ SITE = """\
 model = "models/int8"
 events = "events.jsonl"
 threshold = 0.7
+merge_gap = 0.5
 pace = false
 [mqtt]
 url = "mqtt://broker.lan:1883/site1/vtn"
@@ -57,7 +58,7 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
     assert args.model == tmp_path / "models/int8" and args.events == tmp_path / "events.jsonl"
     assert (args.mqtt, args.ha_discovery) == ("mqtt://broker.lan:1883/site1/vtn", "homeassistant")
     assert (args.save_clips, args.clip_before, args.clip_after) == (tmp_path / "clips", 2, 3.0)
-    assert args.no_pace is True and args.threshold == 0.7
+    assert args.no_pace is True and args.threshold == 0.7 and (args.merge_gap, args.end_offset) == (0.5, 0.3)
     assert args.source == ["rtsp://10.0.0.21:554/stream1", "rtsp://10.0.0.22:554/stream1"]
     assert args.name == ["door", "till"]
     door, till = args.camera_policies
@@ -86,6 +87,7 @@ def test_flags_override_the_file(tmp_path):
         ("loop = 1\n", r"line 1: 'loop' must be true/false, got 1"),
         ("smoothing = \"median\"\n", r"line 1: 'smoothing' is 'median'; choose one of: mean, ema, none"),
         ("hold = -1\n", r"line 1: 'hold' must not be negative"),
+        ("merge_gap = -0.5\n", r"line 1: 'merge_gap' must not be negative"),
         ("[[camera]]\nname = \"a\"\nsource = \"0\"\nthreshold = 1.5\n", r"line 4: 'threshold' is a score between 0"),
         ("mqtt = \"mqtt://h/t\"\n", r"line 1: 'mqtt' must be a table"),
         ("[[camera]]\nname = \"a\"\n", r"line 1: camera 1 has no 'source'"),

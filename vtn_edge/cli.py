@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError, run_command
+from vtn_edge.monitor.events import add_event_flags
 from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
@@ -103,6 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     from vtn_edge.model import load_model
+    from vtn_edge.monitor.events import EventRules
     from vtn_edge.online import evaluate_online, load_streams, online_table
     from vtn_edge.recognizer import StreamingRecognizer
     from vtn_edge.smoothing import LabelPolicy, policy_from_flags
@@ -112,18 +114,20 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     manifest = model.manifest
     streams = load_streams(args.online, manifest.labels)
     policy = policy_from_flags(args.smoothing, args.threshold, args.hold)
+    rules = EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset)
     background = manifest.background
     with StreamingRecognizer(
         model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels)
     ) as rec:
         result, recordings, replays = evaluate_online(
-            rec, streams, policy, background, progress=lambda line: print(f"evaluate: {line}", file=sys.stderr)
+            rec, streams, policy, background, rules, progress=lambda line: print(f"evaluate: {line}", file=sys.stderr)
         )
     if args.timeline_png is not None:
         for recording, replay in zip(recordings, replays):
             title = (
                 f"{recording.stream.name}: {args.model.name}, {args.smoothing} smoothing, "
-                f"threshold {policy.threshold}, hold {policy.hold_seconds} s"
+                f"threshold {policy.threshold}, hold {policy.hold_seconds} s, merge gap {rules.merge_gap} s, "
+                f"end offset {rules.end_offset} s"
             )
             draw_timeline(
                 recording,
@@ -191,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--confusion-png", type=Path)
     evaluate.add_argument("--timeline-png", type=Path, metavar="OUT_DIR", help="with --online: a picture per stream")
-    add_policy_flags(evaluate.add_argument_group("label policy (with --online; defaults: the monitor's)"))
+    policy_flags = evaluate.add_argument_group("label policy and event rules (with --online; defaults: the monitor's)")
+    add_policy_flags(policy_flags)
+    add_event_flags(policy_flags)
     _add_compile_flags(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 

@@ -2,9 +2,9 @@
 
 Each annotated video is streamed frame by frame through `StreamingRecognizer` (timestamps from
 frame index and fps) and the raw decoder probabilities are recorded once. A label policy is then
-replayed over them with the runtime's own `LabelStabilizer` and the monitor's own `EventTracker`,
-so a sweep over policies costs one pass of the model, and the events are the ones the monitor
-would publish.
+replayed over them with the runtime's own `LabelStabilizer` and the monitor's own `EventTracker`
+(with its event rules), so a sweep over policies costs one pass of the model, and the events are
+the ones the monitor would publish.
 
 Matching (ActivityNet-style): a predicted event matches an annotated one of the same label when
 their temporal IoU is at least 0.3, one-to-one, greedily by IoU. Metrics: event precision,
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import DataError
-from vtn_edge.monitor.events import SOURCE_ENDED, ActionEvent, EventTracker
+from vtn_edge.monitor.events import PLAIN_EVENTS, SOURCE_ENDED, ActionEvent, EventRules, EventTracker
 from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
 from vtn_edge.types import Prediction
 
@@ -175,12 +175,13 @@ class Replay:
     events: list[ActionEvent]  # the "end" events (start and end times filled in)
 
 
-def replay(rec: Recording, policy: LabelPolicy, background: Sequence[str]) -> Replay:
+def replay(rec: Recording, policy: LabelPolicy, background: Sequence[str], rules: EventRules = PLAIN_EVENTS) -> Replay:
     stabilizer = LabelStabilizer(policy)
     ended: list[ActionEvent] = []
     tracker = EventTracker(
-        rec.stream.name, lambda e: ended.append(e) if e.event == "end" else None, host="", ignore=background
-    )
+        rec.stream.name, lambda e: ended.append(e) if e.event == "end" else None, host="", ignore=background,
+        rules=rules,
+    )  # fmt: skip
     fps, labels = rec.stream.fps, rec.labels
     label, score = None, 0.0
     frame_labels: list[str | None] = []
@@ -193,7 +194,7 @@ def replay(rec: Recording, policy: LabelPolicy, background: Sequence[str]) -> Re
             window_full=bool(rec.window_full[i]), latency_ms=0.0,
         )  # fmt: skip
         tracker.update(p)
-        frame_labels.append(tracker.current.label if tracker.current is not None else None)
+        frame_labels.append(tracker.label)
     tracker.close(SOURCE_ENDED, when=rec.stream.frames / fps)
     return Replay(frame_labels, ended)
 
@@ -311,14 +312,14 @@ def _changes(labels: Sequence[str | None]) -> int:
 
 def evaluate_online(
     recognizer, streams: Sequence[AnnotatedStream], policy: LabelPolicy, background: Sequence[str],
-    progress: Callable[[str], None] | None = None,
+    rules: EventRules = PLAIN_EVENTS, progress: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[Recording], list[Replay]]:  # fmt: skip
     recordings, replays = [], []
     for i, stream in enumerate(streams):
         if progress is not None:
             progress(f"stream {i + 1}/{len(streams)}: {stream.name} ({stream.duration:.0f} s)")
         recordings.append(record(recognizer, stream))
-        replays.append(replay(recordings[-1], policy, background))
+        replays.append(replay(recordings[-1], policy, background, rules))
     return score(list(zip(streams, replays))), recordings, replays
 
 

@@ -26,7 +26,16 @@ from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
 from vtn_edge.model import CompileOptions, load_model
 from vtn_edge.monitor.clips import ClipOptions, ClipSink
-from vtn_edge.monitor.events import SHUTDOWN, SOURCE_ENDED, SOURCE_LOST, ActionEvent, EventTracker, JsonLinesWriter
+from vtn_edge.monitor.events import (
+    MONITOR_EVENT_RULES,
+    SHUTDOWN,
+    SOURCE_ENDED,
+    SOURCE_LOST,
+    ActionEvent,
+    EventRules,
+    EventTracker,
+    JsonLinesWriter,
+)
 from vtn_edge.monitor.homeassistant import Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
 from vtn_edge.monitor.preview import PreviewServer, RecentEvents, SourceView, ZoneView, explain
@@ -59,6 +68,7 @@ class MonitorConfig:
     snapshots: Path | None = None
     policy: LabelPolicy = MONITOR_POLICY
     camera_policies: list[LabelPolicy] | None = None  # one per source (a site file's cameras), else `policy`
+    event_rules: EventRules = MONITOR_EVENT_RULES
     zones: list[list[Zone]] | None = None  # per source; none given: the whole frame is one zone
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
@@ -221,8 +231,9 @@ class Monitor:
             for zone in zones[c]:
                 i = len(self.streams)
                 tracker = EventTracker(
-                    name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background, zone=zone.name
-                )
+                    name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background, zone=zone.name,
+                    rules=config.event_rules,
+                )  # fmt: skip
                 snapshots = SnapshotKeeper(config.snapshots, name, zone) if config.snapshots is not None else None
                 stream = _Stream(i, c, name, zone, tracker, zone.policy or camera_policy, snapshots)
                 camera.streams.append(stream)

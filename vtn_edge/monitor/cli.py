@@ -18,6 +18,7 @@ from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.monitor.clips import ClipOptions
+from vtn_edge.monitor.events import EventRules, add_event_flags
 from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX
 from vtn_edge.monitor.mqtt import TlsOptions
 from vtn_edge.monitor.site import Camera, load_site
@@ -48,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-insecure", action="store_true", help="do not check the broker's host name")
     out.add_argument("--ha-discovery", nargs="?", const=DEFAULT_PREFIX, metavar="PREFIX",
                      help=f"announce each camera to Home Assistant over --mqtt (prefix {DEFAULT_PREFIX})")  # fmt: skip
-    lab = p.add_argument_group("labels")
+    lab = p.add_argument_group("labels and events")
     add_policy_flags(lab)
+    add_event_flags(lab)
     srv = p.add_argument_group("metrics, preview, clips")
     srv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     srv.add_argument("--preview-port", type=int, help="serve a live preview page on this port")
@@ -132,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         snapshots=args.snapshots,
         policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
         camera_policies=getattr(args, "camera_policies", None),
+        event_rules=EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset),
         zones=zones,
         live=LiveOptions(
             open_timeout_s=args.open_timeout,

@@ -5,7 +5,9 @@ writes each clip on its own writer thread, so encoding never slows the labelling
 written under a hidden temporary name and renamed when complete: a file named like a clip is a
 whole, playable clip. Frames are those the monitor processed, placed by their timestamps: where
 frames were dropped to stay live, the previous frame is shown for as long as they would have
-been, so a clip plays at the real speed and lasts as long as what it shows.
+been, so a clip plays at the real speed and lasts as long as what it shows. An event's end is
+known only once its merge gap has passed (`events.EventRules`): a clip runs until `after_s` past
+the event's end time or until the end was known, whichever is later.
 """
 
 from __future__ import annotations

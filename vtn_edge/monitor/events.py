@@ -1,9 +1,9 @@
 """Action events: a start when a stable label appears, an end when it goes; JSON lines on disk.
 
 Labels come from StreamingRecognizer with the monitor's LabelPolicy (threshold and hysteresis),
-so an event is a run of frames with the same non-None label. Each event is published twice:
-`"event": "start"` (end fields null) as soon as it begins and `"event": "end"` with the same id
-when it is over.
+so an event is a run of frames with the same non-None label, bridged over short gaps (EventRules).
+Each event is published twice: `"event": "start"` (end fields null) as soon as it begins and
+`"event": "end"` with the same id when it is over.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import os
 import re
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
+from vtn_edge.errors import VtnEdgeError
 from vtn_edge.types import Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
@@ -29,6 +31,46 @@ LABEL_CHANGED = "label_changed"
 SOURCE_LOST = "source_lost"
 SOURCE_ENDED = "source_ended"
 SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """How a run of labels becomes an event.
+
+    merge_gap: seconds an event stays open after its label goes; if the same label comes back
+    within them, the event goes on (a window that wavers for a moment does not split one action
+    into two events). The end is published once the gap has passed, with the time the label went.
+    end_offset: seconds taken off that end time. The causal window still holds an action for a
+    while after it ends, so the label goes late; the end time is the estimate of when it ended
+    (never before the start: an event shorter than the offset ends where it starts). Start times
+    are never moved: an event starts when the monitor publishes its start.
+    """
+
+    merge_gap: float = 0.0
+    end_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.merge_gap < 0 or self.end_offset < 0:
+            raise VtnEdgeError(f"need merge_gap >= 0 and end_offset >= 0 (seconds), got {self}")
+
+
+PLAIN_EVENTS = EventRules()  # an event is exactly a run of one label
+# What the monitor (and `vtn_edge evaluate --online`) uses unless told otherwise: chosen with the
+# label policy by `benchmarks/online_sweep.py` on the stream benchmark's validation seed.
+MONITOR_EVENT_RULES = EventRules(merge_gap=1.0, end_offset=0.3)
+
+
+def add_event_flags(group) -> None:
+    """The event-rule flags with the monitor's defaults (also used by `vtn_edge evaluate --online`)."""
+    default = MONITOR_EVENT_RULES
+    group.add_argument(
+        "--merge-gap", type=float, default=default.merge_gap,
+        help=f"seconds an event waits for its label to come back before it ends (default {default.merge_gap})",
+    )  # fmt: skip
+    group.add_argument(
+        "--end-offset", type=float, default=default.end_offset,
+        help=f"seconds taken off an event's end time for the window's lag (default {default.end_offset})",
+    )  # fmt: skip
 
 
 def iso_time(seconds: float | None) -> str | None:
@@ -75,7 +117,7 @@ class ActionEvent:
 
 class EventTracker:
     """Turns one stream's predictions (a camera, or a zone of one; in frame order) into start/end
-    events. Thread-safe.
+    events under `rules`. Thread-safe.
 
     Labels in `ignore` (the model's background classes, see `Manifest.background`) are no action:
     they end an event like no label does and never start one.
@@ -88,9 +130,11 @@ class EventTracker:
         host: str | None = None,
         ignore: Collection[str] = (),
         zone: str | None = None,
+        rules: EventRules = PLAIN_EVENTS,
     ):
         self.source = source
         self.zone = zone
+        self.rules = rules
         self._prefix = source if zone is None else f"{source}-{zone}"
         self._emit = emit
         self._host = socket.gethostname() if host is None else host
@@ -99,41 +143,67 @@ class EventTracker:
         self._open: ActionEvent | None = None
         self._score_sum = 0.0
         self._frames = 0
-        self._last: tuple[int, float] | None = None  # (frame index, time) of the newest prediction
+        self._label: str | None = None
+        self._gone: tuple[int, float] | None = None  # (last labelled frame, time) once the open event's label went
+        self._recent: deque[tuple[int, float]] = deque(maxlen=512)  # (frame index, time) of recent predictions
 
     @property
     def current(self) -> ActionEvent | None:
+        """The open event (also while it waits out the merge gap)."""
         return self._open
+
+    @property
+    def label(self) -> str | None:
+        """The action label of the newest prediction (None: no label, or a background class)."""
+        return self._label
 
     def update(self, p: Prediction) -> None:
         with self._lock:
             label = p.label if p.window_full and p.label not in self._ignore else None
-            if self._open is not None and label != self._open.label:
-                self._close(LABEL_CHANGED, p.frame_index - 1, p.timestamp)
-            if label is not None:
-                if self._open is None:
-                    event_id = f"{self._prefix}-{p.frame_index}-{int(p.timestamp * 1000)}"
-                    self._open = ActionEvent(
-                        "start", event_id, self.source, label, p.score, p.score, p.timestamp, None, p.frame_index, None,
-                        host=self._host, zone=self.zone,
-                    )  # fmt: skip
-                    self._score_sum, self._frames = p.score, 1
-                    self._emit(self._open)
-                else:
-                    self._score_sum += p.score
-                    self._frames += 1
-                    if p.score > self._open.max_score:
-                        self._open = replace(self._open, max_score=p.score)
-            self._last = (p.frame_index, p.timestamp)
+            self._label = label
+            self._recent.append((p.frame_index, p.timestamp))
+            if self._open is not None:
+                self._follow(label, p)
+            if label is not None and self._open is None:
+                event_id = f"{self._prefix}-{p.frame_index}-{int(p.timestamp * 1000)}"
+                self._open = ActionEvent(
+                    "start", event_id, self.source, label, p.score, p.score, p.timestamp, None, p.frame_index, None,
+                    host=self._host, zone=self.zone,
+                )  # fmt: skip
+                self._score_sum, self._frames = p.score, 1
+                self._emit(self._open)
+
+    def _follow(self, label: str | None, p: Prediction) -> None:
+        """The open event meets the newest label: it goes on, waits out the gap, or ends."""
+        if label == self._open.label:
+            self._gone = None
+            self._score_sum += p.score
+            self._frames += 1
+            if p.score > self._open.max_score:
+                self._open = replace(self._open, max_score=p.score)
+            return
+        if self._gone is None:
+            self._gone = (p.frame_index - 1, p.timestamp)
+        if label is not None or p.timestamp - self._gone[1] >= self.rules.merge_gap:
+            self._close(LABEL_CHANGED)
 
     def close(self, reason: str, when: float | None = None) -> None:
         """End the open event, if any (the camera went away, the file ended, the monitor stops)."""
         with self._lock:
-            if self._open is not None:
-                frame, last_time = self._last
-                self._close(reason, frame, when if when is not None else last_time)
+            if self._open is None:
+                return
+            if self._gone is not None:  # it had ended already, and was waiting out the gap
+                self._close(LABEL_CHANGED)
+                return
+            frame, last_time = self._recent[-1]
+            self._gone = (frame, when if when is not None else last_time)
+            self._close(reason, lagging=False)  # still labelled when the source went: no lag to take off
 
-    def _close(self, reason: str, end_frame: int, end_time: float) -> None:
+    def _close(self, reason: str, lagging: bool = True) -> None:
+        end_frame, end_time = self._gone
+        if lagging and self.rules.end_offset > 0:
+            end_time -= self.rules.end_offset
+            end_frame = next((f for f, t in reversed(self._recent) if t <= end_time), end_frame)
         event = replace(
             self._open,
             event="end",
@@ -142,7 +212,7 @@ class EventTracker:
             end_frame=max(end_frame, self._open.start_frame),
             reason=reason,
         )
-        self._open = None
+        self._open, self._gone = None, None
         self._emit(event)
 
 

@@ -52,6 +52,8 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "smoothing": ((str,), "smoothing"),
     "threshold": (_NUMBER, "threshold"),
     "hold": (_NUMBER, "hold"),
+    "merge_gap": (_NUMBER, "merge_gap"),
+    "end_offset": (_NUMBER, "end_offset"),
     "loop": ((bool,), "loop"),
     "pace": ((bool,), "no_pace"),  # inverted below
     "open_timeout": (_NUMBER, "open_timeout"),
