@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError, run_command
-from vtn_edge.monitor.events import add_event_flags
+from vtn_edge.monitor.events import add_event_flags, rules_from_flags
 from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
@@ -104,7 +104,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     from vtn_edge.model import load_model
-    from vtn_edge.monitor.events import EventRules
     from vtn_edge.online import evaluate_online, load_streams, online_table
     from vtn_edge.recognizer import StreamingRecognizer
     from vtn_edge.smoothing import LabelPolicy, policy_from_flags
@@ -114,7 +113,7 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     manifest = model.manifest
     streams = load_streams(args.online, manifest.labels)
     policy = policy_from_flags(args.smoothing, args.threshold, args.hold)
-    rules = EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset)
+    rules = rules_from_flags(args)
     background = manifest.background
     with StreamingRecognizer(
         model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels)

@@ -18,7 +18,7 @@ from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.monitor.clips import ClipOptions
-from vtn_edge.monitor.events import EventRules, add_event_flags
+from vtn_edge.monitor.events import add_event_flags, rules_from_flags
 from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX
 from vtn_edge.monitor.mqtt import TlsOptions
 from vtn_edge.monitor.site import Camera, load_site
@@ -134,7 +134,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         snapshots=args.snapshots,
         policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
         camera_policies=getattr(args, "camera_policies", None),
-        event_rules=EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset),
+        event_rules=rules_from_flags(args),
         zones=zones,
         live=LiveOptions(
             open_timeout_s=args.open_timeout,

@@ -73,6 +73,11 @@ def add_event_flags(group) -> None:
     )  # fmt: skip
 
 
+def rules_from_flags(args) -> EventRules:
+    """The rules that `add_event_flags` flags (or their site-file keys) ask for."""
+    return EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset)
+
+
 def iso_time(seconds: float | None) -> str | None:
     if seconds is None:
         return None
