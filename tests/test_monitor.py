@@ -595,12 +595,13 @@ def test_event_rules_bridge_a_short_gap_and_take_the_window_lag_off_the_end():
     assert first.end_time == pytest.approx(1000.0 + 12 / 25 - 0.1)
     assert [e.event for e in got] == ["start", "end", "start", "end", "start", "end"]  # no start inside the gap
 
-    got.clear()  # an event waiting out its gap when the source ends: it had ended when its label went
+    got.clear()  # the source goes while an event waits out its gap: it ends when its label went,
+    # and says the source went (whether the label would have come back is unknown)
     tracker = EventTracker("cam", got.append, host="box", rules=EventRules(merge_gap=1.0))
     for i, label in enumerate(["wave"] * 4 + [None] * 3):
         tracker.update(_prediction(i, label))
-    tracker.close("source_ended")
-    assert (got[-1].end_frame, got[-1].reason) == (3, "label_changed")
+    tracker.close("source_lost")
+    assert (got[-1].end_frame, got[-1].reason) == (3, "source_lost")
     with pytest.raises(VtnEdgeError, match="merge_gap >= 0"):
         EventRules(merge_gap=-1)
 

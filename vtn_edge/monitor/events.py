@@ -40,6 +40,8 @@ class EventRules:
     merge_gap: seconds an event stays open after its label goes; if the same label comes back
     within them, the event goes on (a window that wavers for a moment does not split one action
     into two events). The end is published once the gap has passed, with the time the label went.
+    If the source goes (or the monitor stops) during the gap, the event ends then, with that
+    reason: the monitor cannot know whether the label would have come back.
     end_offset: seconds taken off that end time. The causal window still holds an action for a
     while after it ends, so the label goes late; the end time is the estimate of when it ended
     (never before the start: an event shorter than the offset ends where it starts). Start times
@@ -197,8 +199,8 @@ class EventTracker:
         with self._lock:
             if self._open is None:
                 return
-            if self._gone is not None:  # it had ended already, and was waiting out the gap
-                self._close(LABEL_CHANGED)
+            if self._gone is not None:  # waiting out the gap: it ends when its label went, for `reason`
+                self._close(reason)
                 return
             frame, last_time = self._recent[-1]
             self._gone = (frame, when if when is not None else last_time)
