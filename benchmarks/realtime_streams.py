@@ -13,6 +13,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from vtn_edge.compile_options import CompileOptions
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.report import format_table
@@ -20,9 +21,12 @@ from vtn_edge.report import format_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(model: Path, clip: Path, streams: int, seconds: float) -> tuple[int, float, int, int, float]:
+def run(
+    model: Path, clip: Path, streams: int, seconds: float, precision_hint: str | None = None
+) -> tuple[int, float, int, int, float]:
     config = MonitorConfig(
         model=model,
+        compile_options=CompileOptions(precision_hint=precision_hint),
         sources=[str(clip)] * streams,
         live=LiveOptions(loop=True, pace=True),
         duration_s=seconds,
@@ -42,11 +46,12 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=ROOT.parent / "shared/data/videos/flipping_pancake.mkv")
     parser.add_argument("--streams", type=int, nargs="+", default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--precision-hint", help="e.g. bf16 or f32 (default: what the model's model.json asks for)")
     args = parser.parse_args()
     rows = []
     for n in args.streams:
         print(f"{n} streams for {args.seconds:.0f} s ...", flush=True)
-        streams, fps, read, dropped, share = run(args.model, args.clip, n, args.seconds)
+        streams, fps, read, dropped, share = run(args.model, args.clip, n, args.seconds, args.precision_hint)
         rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%"))
     print(format_table(["streams", "labelled frames/s", "frames read", "dropped", "dropped share"], rows))
 
