@@ -713,9 +713,11 @@ def test_a_server_that_accepts_and_says_nothing_is_an_open_timeout():
 
 def test_a_threshold_and_a_hold_shape_the_events(tmp_path, shared_data):
     """The monitor's own policy flags (after the helper's 0 and 0): no event below the threshold, and
-    no label replaced before another has led for the hold (stream time: --no-pace reads fast)."""
+    no label replaced before another has led for the hold (stream time: --no-pace reads fast).
+    Plain events: the end offset would take up to 0.3 s off a held event's duration."""
     mon = Monitor(tmp_path, "--source", str(shared_data / "videos" / OTHER_CLIP), "--no-pace", "--loop",
-                  "--duration", "4", "--threshold", "0.8", "--hold", "0.4")  # fmt: skip
+                  "--duration", "4", "--threshold", "0.8", "--hold", "0.4",
+                  "--merge-gap", "0", "--end-offset", "0")  # fmt: skip
     assert mon.proc.wait(60) == 0, mon.log()
     events = mon.events()
     assert_complete(events)
