@@ -52,6 +52,24 @@ def test_no_label_must_hold_too():
     assert stab.update(unsure, 1.0)[0] is None  # "no label" has led for 0.4 s
 
 
+@pytest.mark.parametrize("clock", ["frame index / fps", "milliseconds on the wall clock"])
+def test_a_hold_that_ends_on_a_result_ends_there_whatever_the_clock(clock):
+    """At 30 fps and stride 2, a 0.2 s hold ends exactly on the 3rd result after a label first
+    leads. Offline (index / fps) and live (wall clock + millisecond timestamps) must agree, and
+    neither may depend on float rounding (576/30 - 570/30 is 0.19999999999999929)."""
+
+    def stamp(i: int) -> float:
+        return i / 30 if clock == "frame index / fps" else 1.7965378e9 + round(i * 1000 / 30) / 1000
+
+    for first in range(500, 600, 2):  # where the label first leads: every rounding case
+        stab = LabelStabilizer(LabelPolicy(hold_seconds=0.2))
+        b = np.array([0.1, 0.9])
+        assert stab.update(b, stamp(first))[0] is None
+        assert stab.update(b, stamp(first + 2))[0] is None
+        assert stab.update(b, stamp(first + 4))[0] is None  # led for 0.133 s
+        assert stab.update(b, stamp(first + 6))[0] == 1, first  # led for 0.2 s: at the hold
+
+
 def test_smoothing_and_threshold():
     ema = LabelStabilizer(LabelPolicy(smoothing="ema", alpha=0.5))
     ema.update(np.array([1.0, 0.0]), 0)

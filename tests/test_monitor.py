@@ -7,6 +7,7 @@ footage shows (except background labels, which never raise one).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -604,6 +605,13 @@ def test_event_rules_bridge_a_short_gap_and_take_the_window_lag_off_the_end():
     assert (got[-1].end_frame, got[-1].reason) == (3, "source_lost")
     with pytest.raises(VtnEdgeError, match="merge_gap >= 0"):
         EventRules(merge_gap=-1)
+
+    # a gap that ends exactly on a frame ends there, whatever float rounding says (30 fps, 0.2 s)
+    for start in range(570, 600):
+        tracker = EventTracker("cam", got.append, host="box", rules=EventRules(merge_gap=0.2))
+        for i, label in enumerate(["wave"] * 3 + [None] * 7):
+            tracker.update(dataclasses.replace(_prediction(start + i, label), timestamp=(start + i) / 30))
+            assert (tracker.current is None) == (i >= 9), (start, i)  # the label went at i = 3; 6 frames on
 
 
 def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vtn_edge.errors import VtnEdgeError
+from vtn_edge.types import CLOCK_TOLERANCE_S
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -61,7 +62,7 @@ class LabelStabilizer:
             self._current, self._candidate = proposed, NO_CANDIDATE
         elif proposed != self._candidate:
             self._candidate, self._candidate_since = proposed, timestamp
-        elif timestamp - self._candidate_since >= self.policy.hold_seconds:
+        elif timestamp - self._candidate_since >= self.policy.hold_seconds - CLOCK_TOLERANCE_S:
             self._current, self._candidate = proposed, NO_CANDIDATE
         if self._current is None:
             return None, score, smoothed

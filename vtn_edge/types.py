@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How far apart two timestamps may be and still count as the same instant, when a duration (a
+# hold, a merge gap) is compared with its setting. Timestamps come from different clocks: frame
+# index / fps when streams are evaluated, the container's or camera's millisecond timestamps
+# placed on the wall clock in the monitor. A 0.2 s hold at 15 decoder results a second ends exactly
+# on a result; without a tolerance, float and millisecond rounding decide whether it has passed.
+CLOCK_TOLERANCE_S = 1e-3
+
 
 @dataclass(frozen=True)
 class Prediction:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from vtn_edge.errors import VtnEdgeError
-from vtn_edge.types import Prediction
+from vtn_edge.types import CLOCK_TOLERANCE_S, Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
 
@@ -191,7 +191,7 @@ class EventTracker:
             return
         if self._gone is None:
             self._gone = (p.frame_index - 1, p.timestamp)
-        if label is not None or p.timestamp - self._gone[1] >= self.rules.merge_gap:
+        if label is not None or p.timestamp - self._gone[1] >= self.rules.merge_gap - CLOCK_TOLERANCE_S:
             self._close(LABEL_CHANGED)
 
     def close(self, reason: str, when: float | None = None) -> None:
