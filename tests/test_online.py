@@ -15,7 +15,7 @@ from conftest import ROOT, SHIPPED_INT8
 
 from vtn_edge.errors import DataError
 from vtn_edge.monitor.events import ActionEvent
-from vtn_edge.online import AnnotatedStream, Replay, Span, load_streams, match, score
+from vtn_edge.online import AnnotatedStream, Replay, Span, StreamCounts, f1_interval, load_streams, match, score
 
 
 # ---------------------------------------------------------------------- the matcher
@@ -91,6 +91,73 @@ def test_no_predictions_and_predictions_in_an_empty_stream():
     assert result["events"] == 0 and result["event_recall"] is None
     assert result["false_per_hour"] == pytest.approx(2.0)
     assert result["frame_acc"] == pytest.approx(1 - 3 / 3600)
+
+
+def test_f1_interval_resamples_streams_and_pairs_two_runs():
+    # one stream: nothing to resample
+    assert f1_interval([StreamCounts("a", 10, 10, 8)]) is None
+    # streams that all score the same give a point interval at that F1
+    same = [StreamCounts(f"s{k}", 10, 10, 8) for k in range(5)]
+    assert f1_interval(same) == pytest.approx((0.8, 0.8))
+    # streams that differ: the pooled F1 (2 x 60 / 200 = 0.6) lies inside a proper interval
+    mixed = [StreamCounts(f"s{k}", 10, 10, m) for k, m in enumerate([2, 4, 6, 8, 10, 6, 4, 8, 6, 6])]
+    low, high = f1_interval(mixed)
+    assert low < 0.6 < high and high - low > 0.05
+    assert f1_interval(mixed) == (low, high)  # deterministic
+    # paired: a run against itself differs by exactly 0; one more match on every stream by a fixed step
+    assert f1_interval(mixed, baseline=mixed) == pytest.approx((0.0, 0.0))
+    better = [replace(c, matched=c.matched + 1) for c in mixed]
+    assert f1_interval(better, baseline=mixed) == pytest.approx((0.1, 0.1))
+    # pairing needs the same streams in the same order
+    with pytest.raises(DataError, match="same streams in the same order"):
+        f1_interval(mixed, baseline=list(reversed(mixed)))
+
+
+def test_score_reports_each_streams_counts_and_an_interval():
+    truth = [Span("open", 10.0, 12.0), Span("close", 30.0, 31.5)]
+    hit, miss = _stream(truth), replace(_stream(truth), name="t")
+    result = score([(hit, _replay(hit, truth)), (miss, _replay(miss, [Span("open", 40.0, 41.0)]))])
+    assert result["per_stream"] == [
+        {"name": "s", "events": 2, "predicted": 2, "matched": 2},
+        {"name": "t", "events": 2, "predicted": 1, "matched": 0},
+    ]
+    assert result["event_f1"] == pytest.approx(2 * 2 / (4 + 3))
+    low, high = result["event_f1_ci95"]
+    assert low == pytest.approx(0.0) and high == pytest.approx(1.0)  # either stream twice, or one of each
+    assert score([(hit, _replay(hit, truth))])["event_f1_ci95"] is None
+
+
+def test_compare_online_pairs_two_runs_and_refuses_what_it_cannot_pair(tmp_path):
+    compare = [sys.executable, str(ROOT / "benchmarks" / "compare_online.py")]
+    truth = [Span("open", 10.0, 12.0), Span("close", 30.0, 31.5)]
+    streams = [replace(_stream(truth), name=f"s{k}") for k in range(4)]
+    found = score([(s, _replay(s, truth)) for s in streams])  # every action found
+    half = score([(s, _replay(s, truth[: k % 2 + 1])) for k, s in enumerate(streams)])  # 6 of 8
+    for name, result in (("found", found), ("half", half)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+    out = subprocess.run(
+        [*compare, "--a", str(tmp_path / "found.json"), "--b", str(tmp_path / "half.json"), "--names", "all", "most"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in out.stdout.splitlines()[2:]}
+    assert rows["all"] == "100.0 (100.0 to 100.0)" and rows["most"].startswith("85.7 (")  # 2 x 6 / (8 + 6)
+    assert rows["all - most (paired)"].startswith("+14.3 (")
+
+    (tmp_path / "trimmed.json").write_text(json.dumps({"video@1": 0.9}))
+    (tmp_path / "fewer.json").write_text(json.dumps(score([(s, _replay(s, truth)) for s in streams[:3]])))
+    quiet = [replace(_stream([]), name=f"q{k}") for k in range(2)]
+    (tmp_path / "quiet.json").write_text(json.dumps(score([(s, _replay(s, [])) for s in quiet])))
+    for args, message in (
+        (["--a", str(tmp_path / "found.json"), "--b", str(tmp_path / "fewer.json")], "same streams in the same order"),
+        (["--a", str(tmp_path / "found.json"), "--b", str(tmp_path / "half.json"), str(tmp_path / "half.json")],
+         "1 files for A but 2 for B"),
+        (["--a", str(tmp_path / "trimmed.json"), "--b", str(tmp_path / "half.json")], "no 'per_stream' counts"),
+        (["--a", str(tmp_path / "missing.json"), "--b", str(tmp_path / "half.json")], "cannot read it"),
+        (["--a", str(tmp_path / "quiet.json"), "--b", str(tmp_path / "quiet.json")], "nothing to compare"),
+    ):  # fmt: skip
+        out = subprocess.run([*compare, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 # ---------------------------------------------------------------------- the synthesiser
@@ -341,4 +408,8 @@ def test_the_shipped_model_on_fresh_streams_end_to_end(tmp_path):
     assert result["streams"] == 6 and result["events"] >= 20 and abs(result["hours"] - 6 * 60 / 3600) < 1e-6
     assert result["event_f1"] >= 0.55 and result["delay_p50_s"] <= 0.8, result
     assert result["frame_acc"] >= 0.8 and result["false_per_hour"] <= 250, result
+    low, high = result["event_f1_ci95"]
+    assert low <= result["event_f1"] <= high and [s["name"] for s in result["per_stream"]] == [
+        f"stream_000{k}" for k in range(6)
+    ]
     assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == [f"stream_000{k}.png" for k in range(6)]

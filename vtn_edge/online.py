@@ -10,14 +10,16 @@ Matching (ActivityNet-style): a predicted event matches an annotated one of the 
 their temporal IoU is at least 0.3, one-to-one, greedily by IoU. Metrics: event precision,
 recall and F1 (IoU 0.3; F1 at 0.5 too), start delay and end lag over matched events, false
 events per hour of idle time, per-frame accuracy (idle = no label) and flicker (label changes
-per minute beyond those the annotation has).
+per minute beyond those the annotation has). Event F1 comes with a 95% interval from a bootstrap
+over streams (`f1_interval`), and the JSON has each stream's counts, so two runs on the same
+streams can be compared paired (`benchmarks/compare_online.py`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,7 @@ from vtn_edge.types import Prediction
 ANNOTATIONS = "annotations.json"
 IOU = 0.3
 IOU_STRICT = 0.5
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -267,9 +270,65 @@ def event_spans(events: Sequence[ActionEvent]) -> list[Span]:
     return [Span(e.label, e.start_time, e.end_time) for e in events]
 
 
+@dataclass(frozen=True)
+class StreamCounts:
+    """One stream's event counts (IoU 0.3): the overall event F1 is summed from them."""
+
+    name: str
+    events: int
+    predicted: int
+    matched: int
+
+
+def _counts_table(counts: Sequence[StreamCounts]) -> np.ndarray:
+    return np.array([(c.events, c.predicted, c.matched) for c in counts], np.float64).reshape(-1, 3)
+
+
+def _f1_of_sums(sums: np.ndarray) -> np.ndarray:
+    """Event F1 of summed (events, predicted, matched) counts [..., 3]: 2 matched / (events +
+    predicted), the F1 of precision and recall; nan where there are neither events nor predictions."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 2 * sums[..., 2] / (sums[..., 0] + sums[..., 1])
+
+
+def pooled_f1(counts: Sequence[StreamCounts]) -> float | None:
+    """Event F1 over all of `counts`' streams together (None: no events and no predictions)."""
+    value = float(_f1_of_sums(_counts_table(counts).sum(axis=0)))
+    return None if np.isnan(value) else value
+
+
+def f1_interval(
+    counts: Sequence[StreamCounts], baseline: Sequence[StreamCounts] | None = None, *,
+    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+) -> tuple[float, float] | None:  # fmt: skip
+    """The 95% interval of event F1 over `counts`' streams, or with `baseline` (another model on the
+    same streams, in the same order) of F1 minus the baseline's F1, paired.
+
+    A percentile bootstrap over streams, not events: the events of one stream share its scene and
+    follow one another, so the stream is the independent unit. Each resample sums the counts of
+    streams drawn with replacement (the same draws for both runs when paired). None with fewer
+    than 2 streams (nothing to resample). Deterministic for a given `seed`.
+    """
+    if baseline is not None and [c.name for c in counts] != [c.name for c in baseline]:
+        raise DataError(
+            f"a paired interval needs both runs on the same streams in the same order; got "
+            f"{[c.name for c in counts][:3]}... and {[c.name for c in baseline][:3]}..."
+        )
+    if len(counts) < 2:
+        return None
+    draws = np.random.default_rng(seed).integers(0, len(counts), size=(resamples, len(counts)))
+    values = _f1_of_sums(_counts_table(counts)[draws].sum(axis=1))
+    if baseline is not None:
+        values = values - _f1_of_sums(_counts_table(baseline)[draws].sum(axis=1))
+    if np.isnan(values).all():
+        return None
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     """The metrics over all streams, overall and per class (JSON keys as documented)."""
-    overall, per_class = _Tally(), {}
+    overall, per_class, counts = _Tally(), {}, []
     idle_s = total_s = 0.0
     frames = correct = flicker = false_events = 0
     for stream, rep in streams:
@@ -288,6 +347,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
             for i, _ in strict:
                 tally_of(stream.truth[i].label).matched_strict += 1
         false_events += len(predicted) - len(pairs)
+        counts.append(StreamCounts(stream.name, len(stream.truth), len(predicted), len(pairs)))
         total_s += stream.duration
         idle_s += stream.duration - sum(t.end - t.start for t in stream.truth)
         truth_labels = stream.frame_labels()
@@ -295,13 +355,16 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
         correct += sum(a == b for a, b in zip(truth_labels, rep.frame_labels))
         flicker += max(0, _changes(rep.frame_labels) - _changes(truth_labels))
     result = overall.scores()
+    interval = f1_interval(counts)
     result.update(
+        event_f1_ci95=None if interval is None else list(interval),
         false_per_hour=false_events / (idle_s / 3600) if idle_s > 0 else None,
         frame_acc=correct / frames if frames else None,
         flicker_per_min=flicker / (total_s / 60) if total_s else None,
         streams=len(streams),
         hours=total_s / 3600,
         per_class={label: per_class[label].scores() for label in sorted(per_class)},
+        per_stream=[asdict(c) for c in counts],
     )
     return result
 
@@ -323,6 +386,11 @@ def evaluate_online(
     return score(list(zip(streams, replays))), recordings, replays
 
 
+def fmt_interval(interval: Sequence[float] | None) -> str:
+    """A 95% interval in percent, as " (79.0 to 87.5)"; "" when there is none."""
+    return "" if interval is None else f" ({100 * interval[0]:.1f} to {100 * interval[1]:.1f})"
+
+
 def online_table(result: dict) -> str:
     """The overall metrics and a per-class table, as Markdown."""
     from vtn_edge.report import format_table
@@ -334,10 +402,11 @@ def online_table(result: dict) -> str:
 
     r = result
     head = format_table(
-        ["streams", "hours", "events", "precision", "recall", "F1", "F1@0.5", "delay p50/p90 s", "end lag p50 s",
-         "false/h idle", "frame acc", "flicker/min"],
+        ["streams", "hours", "events", "precision", "recall", "F1 (95% CI)", "F1@0.5", "delay p50/p90 s",
+         "end lag p50 s", "false/h idle", "frame acc", "flicker/min"],
         [(r["streams"], f"{r['hours']:.2f}", r["events"], fmt(r["event_precision"], True),
-          fmt(r["event_recall"], True), fmt(r["event_f1"], True), fmt(r["event_f1_iou50"], True),
+          fmt(r["event_recall"], True), f"{fmt(r['event_f1'], True)}{fmt_interval(r['event_f1_ci95'])}",
+          fmt(r["event_f1_iou50"], True),
           f"{fmt(r['delay_p50_s'])} / {fmt(r['delay_p90_s'])}", fmt(r["end_lag_p50_s"]), fmt(r["false_per_hour"]),
           fmt(r["frame_acc"], True), fmt(r["flicker_per_min"]))],
     )  # fmt: skip
