@@ -391,8 +391,8 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
 def test_the_shipped_model_on_fresh_streams_end_to_end(tmp_path):
     """`vtn_edge evaluate --online` as a user runs it: the shipped INT8 IR, the monitor's default
     policy, real decoding and OpenVINO, on streams of a seed no training or tuning used. The bounds
-    hold the held-out figures in the README (seeds 105, 106, 108: F1 76-83%, start delay p50
-    0.45-0.54 s, 85-95 false events per idle hour, frame accuracy 89-90%) with room for six
+    hold the held-out figures in the README (seeds 105-112: F1 76-85%, start delay p50
+    0.44-0.54 s, 64-112 false events per idle hour, frame accuracy 89-90%) with room for six
     one-minute streams (27 actions);
     the previous default fails them there (F1 44%, 303 false events per idle hour). The issue's
     targets are not met yet."""
