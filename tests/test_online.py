@@ -15,7 +15,17 @@ from conftest import ROOT, SHIPPED_INT8
 
 from vtn_edge.errors import DataError
 from vtn_edge.monitor.events import ActionEvent
-from vtn_edge.online import AnnotatedStream, Replay, Span, StreamCounts, f1_interval, load_streams, match, score
+from vtn_edge.online import (
+    AnnotatedStream,
+    Replay,
+    Span,
+    StreamCounts,
+    f1_interval,
+    load_streams,
+    match,
+    online_table,
+    score,
+)
 
 
 # ---------------------------------------------------------------------- the matcher
@@ -124,7 +134,9 @@ def test_score_reports_each_streams_counts_and_an_interval():
     assert result["event_f1"] == pytest.approx(2 * 2 / (4 + 3))
     low, high = result["event_f1_ci95"]
     assert low == pytest.approx(0.0) and high == pytest.approx(1.0)  # either stream twice, or one of each
-    assert score([(hit, _replay(hit, truth))])["event_f1_ci95"] is None
+    one = score([(hit, _replay(hit, truth))])
+    assert one["event_f1_ci95"] is None and "| 100.0 (no CI: one stream) |" in online_table(one)
+    assert "| 57.1 (0.0 to 100.0) |" in online_table(result)
 
 
 def test_compare_online_pairs_two_runs_and_refuses_what_it_cannot_pair(tmp_path):

@@ -401,11 +401,12 @@ def online_table(result: dict) -> str:
         return f"{100 * value:.1f}" if percent else f"{value:.2f}"
 
     r = result
+    no_ci = " (no CI: one stream)" if r["streams"] < 2 and r["event_f1"] is not None else ""
     head = format_table(
         ["streams", "hours", "events", "precision", "recall", "F1 (95% CI)", "F1@0.5", "delay p50/p90 s",
          "end lag p50 s", "false/h idle", "frame acc", "flicker/min"],
         [(r["streams"], f"{r['hours']:.2f}", r["events"], fmt(r["event_precision"], True),
-          fmt(r["event_recall"], True), f"{fmt(r['event_f1'], True)}{fmt_interval(r['event_f1_ci95'])}",
+          fmt(r["event_recall"], True), f"{fmt(r['event_f1'], True)}{fmt_interval(r['event_f1_ci95']) or no_ci}",
           fmt(r["event_f1_iou50"], True),
           f"{fmt(r['delay_p50_s'])} / {fmt(r['delay_p90_s'])}", fmt(r["end_lag_p50_s"]), fmt(r["false_per_hour"]),
           fmt(r["frame_acc"], True), fmt(r["flicker_per_min"]))],
