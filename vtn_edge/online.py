@@ -330,7 +330,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     """The metrics over all streams, overall and per class (JSON keys as documented)."""
     overall, per_class, counts = _Tally(), {}, []
     idle_s = total_s = 0.0
-    frames = correct = flicker = false_events = 0
+    frames = correct = flicker = 0
     for stream, rep in streams:
         predicted = event_spans(rep.events)
         pairs, strict = match(stream.truth, predicted), match(stream.truth, predicted, IOU_STRICT)
@@ -346,7 +346,6 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
                 tally.end_lags.append(predicted[j].end - stream.truth[i].end)
             for i, _ in strict:
                 tally_of(stream.truth[i].label).matched_strict += 1
-        false_events += len(predicted) - len(pairs)
         counts.append(StreamCounts(stream.name, len(stream.truth), len(predicted), len(pairs)))
         total_s += stream.duration
         idle_s += stream.duration - sum(t.end - t.start for t in stream.truth)
@@ -356,6 +355,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
         flicker += max(0, _changes(rep.frame_labels) - _changes(truth_labels))
     result = overall.scores()
     interval = f1_interval(counts)
+    false_events = sum(c.predicted - c.matched for c in counts)
     result.update(
         event_f1_ci95=None if interval is None else list(interval),
         false_per_hour=false_events / (idle_s / 3600) if idle_s > 0 else None,
