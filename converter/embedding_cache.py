@@ -10,6 +10,10 @@ train too, so an entry holds the maps [views, frames, C, H, W] that the frozen t
 It is keyed by the video (path, size, mtime), the views, the flip setting, the stride (difference
 modalities pair each frame with the one `stride` before it), the cut and a fingerprint of the
 trunk and its preprocessing, so a changed encoder never reuses stale features.
+
+The features can also come from a built encoder IR (`IRTrunk`, `train --features-from`): the
+pooled features its INT8 trunk computes, in the precision the runtime runs it, so that the
+projection and decoder learn the numbers the deployed encoder gives them.
 """
 
 from __future__ import annotations
@@ -19,17 +23,23 @@ import logging
 import random
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 import torch
+from openvino import opset13 as opset
 from torch.utils.data import Dataset
 
 from converter.data.clips import ClipDataset, augment
 from converter.export import fold_preprocessing
 from converter.models.vtn import VTN
 from converter.progress import progress
+from vtn_edge.compile_options import CompileOptions
+from vtn_edge.errors import ModelError, VtnEdgeError
+from vtn_edge.metadata import ENCODER_XML
+from vtn_edge.model import load_model
 from vtn_edge.preprocess import center_crop_resize
 from vtn_edge.video import read_frames, sample_indices, segment_length
 
@@ -37,6 +47,13 @@ log = logging.getLogger(__name__)
 
 BATCH = 32
 EIGEN_FLOOR = 1e-6
+# an IR's trunk against this model's torch trunk on test frames: an INT8 trunk of the same weights
+# gives 0.99 and more; an IR of another checkpoint's trunk is far below
+SAME_TRUNK_COSINE = 0.95
+
+
+class FeatureSourceError(VtnEdgeError):
+    """An encoder IR that cannot stand in for this model's trunk."""
 
 
 def backbone_fingerprint(model: VTN, tuned: int = 0) -> str:
@@ -68,12 +85,59 @@ class _Trunk(torch.nn.Module):
         return x.mean(dim=(2, 3)) if self.pooled else x
 
 
+@dataclass(frozen=True)
+class IRTrunk:
+    """The pooled backbone features [B, C] of a built encoder IR (what its projection reads, after
+    the INT8 IR's quantiser), in the precision the runtime runs it by default."""
+
+    model: ov.Model
+    properties: dict[str, str]
+    fingerprint: str
+    path: Path
+
+
+def ir_trunk(directory: Path, model: VTN) -> IRTrunk:
+    """The trunk of the encoder IR in `directory` (a `converter build` output of this model's arch,
+    modality and preprocessing; whether it holds this model's trunk is checked when it compiles)."""
+    try:
+        built = load_model(directory)
+    except ModelError as exc:
+        raise FeatureSourceError(f"--features-from: {exc}") from None
+    config, manifest = model.config, built.manifest
+    ours = (config.arch, config.modality, config.preprocessing)
+    if manifest.interface != "native" or (manifest.arch, manifest.modality, manifest.preprocessing) != ours:
+        raise FeatureSourceError(
+            f"--features-from {directory}: its encoder is {manifest.arch}/{manifest.modality} "
+            f"({manifest.interface} interface, {manifest.preprocessing.input_size} px); this model needs "
+            f"{config.arch}/{config.modality} (native, {config.preprocessing.input_size} px): build the IR "
+            "from the checkpoint you train from"
+        )
+    pools = [op for op in built.encoder.get_ordered_ops() if op.get_type_name() == "ReduceMean"]
+    if not pools:
+        raise FeatureSourceError(f"--features-from {directory}: its encoder has no global pooling to read features at")
+    pooled = pools[-1].output(0)
+    readers = list(pooled.get_target_inputs())
+    if len(readers) == 1 and readers[0].get_node().get_type_name() == "FakeQuantize":
+        pooled = readers[0].get_node().output(0)  # what the INT8 projection actually reads
+    flat = opset.reshape(pooled, opset.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
+    trunk = ov.Model([flat.output(0)], built.encoder.get_parameters(), "trunk")
+    trunk.reshape({p.output(0): [-1, *list(p.get_partial_shape())[1:]] for p in trunk.get_parameters()})
+    properties = CompileOptions().with_model_hint(manifest.precision_hint).properties()
+    digest = hashlib.sha1(b"ir")
+    encoder_xml = directory / ENCODER_XML
+    for path in (encoder_xml, encoder_xml.with_suffix(".bin")):
+        digest.update(path.read_bytes())
+    digest.update(repr(sorted(properties.items())).encode())
+    return IRTrunk(trunk, properties, digest.hexdigest()[:16], directory)
+
+
 class FeatureExtractor:
     """The frozen backbone (or its trunk) compiled with OpenVINO (f32): the same numbers as torch,
     several times faster on a CPU. It takes uint8 BGR frames, like the runtime's encoder: the
-    normalisation runs in the graph, not as numpy passes over float copies of every frame."""
+    normalisation runs in the graph, not as numpy passes over float copies of every frame.
+    With `ir`, the IR's trunk instead, once it has shown it computes this model's features."""
 
-    def __init__(self, model: VTN, tuned: int = 0):
+    def __init__(self, model: VTN, tuned: int = 0, ir: IRTrunk | None = None):
         size = model.config.preprocessing.input_size
         self.pairs = model.config.uses_difference
         example = torch.zeros(1, 3, size, size)
@@ -86,6 +150,11 @@ class FeatureExtractor:
             )
         converted = fold_preprocessing(converted, model.config.preprocessing, native=True)
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        if ir is not None:
+            frames = _test_frames(size)
+            expected = self(frames, stride=1)
+            self.compiled = ov.Core().compile_model(ir.model, "CPU", ir.properties)
+            _check_same_trunk(self(frames, stride=1), expected, ir.path)
 
     def __call__(self, frames: np.ndarray, stride: int) -> np.ndarray:
         """[F, S, S, 3] uint8 BGR frames of a video -> [F, C] (or a trunk's maps [F, C, H, W]);
@@ -99,12 +168,41 @@ class FeatureExtractor:
         return np.concatenate(out)
 
 
+def _test_frames(size: int) -> np.ndarray:
+    """Four smooth random uint8 frames [4, size, size, 3]: blocks of an 8 x 8 colour grid."""
+    coarse = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    scale = -(-size // 8)
+    return np.ascontiguousarray(coarse.repeat(scale, axis=1).repeat(scale, axis=2)[:, :size, :size])
+
+
+def _check_same_trunk(ours: np.ndarray, expected: np.ndarray, where: Path) -> None:
+    """Refuse an IR whose trunk is not this model's: its features of the test frames must point
+    the way this model's float trunk's do."""
+    cosine = np.sum(ours * expected, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(expected, axis=1) + 1e-12)
+    if cosine.min() < SAME_TRUNK_COSINE:
+        raise FeatureSourceError(
+            f"--features-from {where}: its encoder's features point elsewhere than this model's trunk "
+            f"(cosine {cosine.min():.3f} on test frames, expected >= {SAME_TRUNK_COSINE}): build the IR from the "
+            "checkpoint you train from (--init-checkpoint)"
+        )
+
+
 class FeatureCache:
-    def __init__(self, root: Path, model: VTN, *, views: int, flip: bool, stride: int, tuned: int = 0):
+    def __init__(
+        self,
+        root: Path,
+        model: VTN,
+        *,
+        views: int,
+        flip: bool,
+        stride: int,
+        tuned: int = 0,
+        ir: IRTrunk | None = None,
+    ):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.model, self.views, self.flip, self.stride, self.tuned = model, views, flip, stride, tuned
-        self.fingerprint = backbone_fingerprint(model, tuned)
+        self.model, self.views, self.flip, self.stride, self.tuned, self.ir = model, views, flip, stride, tuned, ir
+        self.fingerprint = ir.fingerprint if ir else backbone_fingerprint(model, tuned)
         self._extractor: FeatureExtractor | None = None
 
     def _key(self, video: Path) -> str:
@@ -133,7 +231,7 @@ class FeatureCache:
 
     def _compute(self, video: Path, clips: ClipDataset) -> np.ndarray:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.model, self.tuned)
+            self._extractor = FeatureExtractor(self.model, self.tuned, self.ir)
         frames = read_frames(video)
         pre = clips.pre
         # crops drawn from the file's name and size: the same on every machine and in every copy

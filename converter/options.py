@@ -89,6 +89,11 @@ class TrainOptions:
         0.0, "with --freeze-encoder: Gaussian noise added to the cached features in training, as a fraction of "
         "each frame's feature RMS (an INT8 encoder moves its features by about 0.1)", metavar="SCALE",
     )  # fmt: skip
+    features_from: str | None = _opt(
+        None, "with --freeze-encoder: cache the features that this built model's encoder IR computes (its INT8 "
+        "trunk, in the precision the runtime runs it) instead of the float trunk's; build it from the checkpoint "
+        "you train from", metavar="MODEL_DIR",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "teachers", tuple(self.teachers))
@@ -122,6 +127,10 @@ class TrainOptions:
             (self.feature_noise < 0, f"--feature-noise is a fraction >= 0, got {self.feature_noise}"),
             (bool(self.feature_noise and not self.freeze_encoder),
              f"--feature-noise works on cached features: {cached}"),
+            (bool(self.features_from and not self.freeze_encoder),
+             f"--features-from caches an IR's features: {cached}"),
+            (bool(self.features_from and self.tune_layers),
+             "--features-from gives pooled features; it cannot be combined with --tune-layers"),
             (not 0 < self.mix_share < 1, f"--mix-share is a fraction of each epoch in (0, 1), got {self.mix_share}"),
         ]  # fmt: skip
 
@@ -143,7 +152,7 @@ def _dashed(name: str) -> str:
 
 
 _PATH_FIELDS = {"data", "out", "validation", "labels", "backbone_weights", "init_checkpoint", "cache_dir",
-                "reverse_pairs", "mix_clips"}  # fmt: skip
+                "reverse_pairs", "mix_clips", "features_from"}  # fmt: skip
 
 
 def add_option_flags(parser: argparse.ArgumentParser, cls: type = TrainOptions) -> None:

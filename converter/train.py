@@ -25,7 +25,7 @@ from converter.checkpoints import load_backbone_weights, load_checkpoint, read_c
 from converter.config import ConfigError, VTNConfig
 from converter.data.clips import ClipDataset, ReversedSome, read_reversal_pairs, reverse_some, usable_items
 from converter.data.stream_windows import StreamWindows, label_windows
-from converter.embedding_cache import FeatureCache, FeatureWindows, within_video_subspace
+from converter.embedding_cache import FeatureCache, FeatureWindows, ir_trunk, within_video_subspace
 from converter.models.decoder import SelfAttentionDecoder
 from converter.models.vtn import VTN, FeatureHead, build_vtn
 from converter.options import TrainError, TrainOptions
@@ -321,8 +321,9 @@ def _training_data(
         trunk = model.encoder.split_backbone(opts.tune_layers)[0]
     except ConfigError as exc:
         raise TrainError(f"--tune-layers: {exc}") from None
+    ir = ir_trunk(Path(opts.features_from), model) if opts.features_from else None
     cache = FeatureCache(Path(opts.cache_dir or Path(opts.out) / "features"), model, views=opts.views,
-                         flip=opts.flip, stride=opts.stride, tuned=opts.tune_layers)  # fmt: skip
+                         flip=opts.flip, stride=opts.stride, tuned=opts.tune_layers, ir=ir)  # fmt: skip
     if rank != 0 and dist.is_initialized():
         dist.barrier()  # rank 0 computes what is missing; the others then read it from the cache
     train_features = cache.features(train_clips, "train")

@@ -556,3 +556,52 @@ def test_the_train_command_line_is_the_options_dataclass(tmp_path, tiny_dataset,
         assert main(base + bad) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_features_from_an_int8_ir_are_what_its_trunk_computes(built_models, trained_checkpoint, tiny_dataset, tmp_path,
+                                                              caplog):  # fmt: skip
+    """`--features-from`: the decoder trains on the pooled features the built INT8 encoder computes
+    (cached apart from the float trunk's), and an IR that is not this model's trunk is refused."""
+    import logging
+
+    from conftest import TINY_SIZE
+
+    from converter.checkpoints import load_checkpoint
+    from converter.config import VTNConfig
+    from converter.embedding_cache import FeatureExtractor, FeatureSourceError, ir_trunk
+    from converter.models.vtn import build_vtn
+    from converter.train import TrainError
+    from vtn_edge.preprocess import center_crop_resize
+
+    data, cache = tiny_dataset / "train" / "core", tmp_path / "cache"
+    opts = dict(freeze_encoder=True, input_size=TINY_SIZE, init_checkpoint=str(trained_checkpoint),
+                cache_dir=str(cache))  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        _run(tmp_path / "float", data, **opts)
+        run = _run(tmp_path / "int8", data, **opts, features_from=str(built_models["int8"]))
+    assert caplog.text.count("train: 40 videos embedded, 0 from the cache") == 2  # one cache entry each
+    assert (run / "best.safetensors").is_file()
+    assert json.loads((run / "options.json").read_text())["features_from"] == str(built_models["int8"])
+
+    model = load_checkpoint(trained_checkpoint)
+    video = sorted(data.rglob("*.mp4"))[0]
+    frames = np.stack([center_crop_resize(f, model.config.preprocessing) for f in read_frames(video)])
+    ir = ir_trunk(built_models["int8"], model)
+    int8, float_ = FeatureExtractor(model, ir=ir)(frames, stride=2), FeatureExtractor(model)(frames, stride=2)
+    cosine = np.sum(int8 * float_, axis=1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(float_, axis=1))
+    assert int8.shape == float_.shape and cosine.min() > 0.95 and not np.allclose(int8, float_, rtol=1e-3)
+
+    with pytest.raises(TrainError, match="--features-from caches an IR's features: add --freeze-encoder"):
+        _run(tmp_path / "x", data, features_from=str(built_models["int8"]))
+    with pytest.raises(TrainError, match="cannot be combined with --tune-layers"):
+        _run(tmp_path / "x", data, freeze_encoder=True, tune_layers=2, features_from=str(built_models["int8"]))
+    with pytest.raises(FeatureSourceError, match="--features-from: model directory .*nowhere does not exist"):
+        ir_trunk(tmp_path / "nowhere", model)
+    other = build_vtn(VTNConfig(arch="resnet18", num_classes=4, preprocessing=model.config.preprocessing))
+    with pytest.raises(FeatureSourceError, match="its encoder is mobilenetv2/rgb .* this model needs resnet18/rgb"):
+        ir_trunk(built_models["int8"], other)
+    with torch.no_grad():
+        for p in model.encoder.backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.05 * p.std())
+    with pytest.raises(FeatureSourceError, match="point elsewhere than this model's trunk"):
+        FeatureExtractor(model, ir=ir)
