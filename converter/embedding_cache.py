@@ -36,6 +36,7 @@ from converter.data.clips import ClipDataset, augment
 from converter.export import fold_preprocessing
 from converter.models.vtn import VTN
 from converter.progress import progress
+from converter.verify import row_cosines
 from vtn_edge.compile_options import CompileOptions
 from vtn_edge.errors import ModelError, VtnEdgeError
 from vtn_edge.metadata import ENCODER_XML
@@ -178,7 +179,7 @@ def _test_frames(size: int) -> np.ndarray:
 def _check_same_trunk(ours: np.ndarray, expected: np.ndarray, where: Path) -> None:
     """Refuse an IR whose trunk is not this model's: its features of the test frames must point
     the way this model's float trunk's do."""
-    cosine = np.sum(ours * expected, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(expected, axis=1) + 1e-12)
+    cosine = row_cosines(ours, expected)
     if cosine.min() < SAME_TRUNK_COSINE:
         raise FeatureSourceError(
             f"--features-from {where}: its encoder's features point elsewhere than this model's trunk "

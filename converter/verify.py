@@ -25,6 +25,11 @@ from vtn_edge.preprocess import encoder_inputs, normalize
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the IR's own numbers, not bf16 execution
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` [N, D] with the same row of `b`."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """What an IR of one precision must reach against torch to be accepted."""
@@ -175,7 +180,7 @@ def _compare(
         progress(clips, desc=f"verify ({execution})", unit="clip", leave=False), reference.embeddings, reference.logits
     ):
         emb = ir_embeddings(enc, clip, manifest)
-        cosines += list((emb * ref).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12))
+        cosines += list(row_cosines(emb, ref))
         logits_on_ref = dec_request.infer([ref[None]])[0][0]
         diffs.append(float(np.abs(logits_on_ref - ref_logits).max()))
         ranked = np.sort(ref_logits)  # a one-class model (an imported encoder alone) has no runner-up
