@@ -107,6 +107,28 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from converter.average import average_checkpoints
+
+    result = average_checkpoints(args.checkpoints, args.out, half=args.half, force=args.force)
+    print(
+        f"wrote {result.path}: the mean of {result.runs} runs' weights "
+        f"(furthest run {result.max_distance:.3f} of the weights' size from the first)"
+    )
+    return 0
+
+
+def _add_average_parser(sub: argparse._SubParsersAction) -> None:
+    average = sub.add_parser(
+        "average", help="checkpoints fine-tuned from one start -> the mean of their weights (a model soup)"
+    )
+    average.add_argument("checkpoints", type=Path, nargs="+", help="our .safetensors checkpoints, one model")
+    average.add_argument("--out", type=Path, required=True, help="the checkpoint to write (.safetensors)")
+    average.add_argument("--half", action="store_true", help="store float16 weights (half the file)")
+    average.add_argument("--force", action="store_true", help="replace an existing --out")
+    average.set_defaults(func=_cmd_average)
+
+
 def _add_import_parser(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser(
         "import", help="an Open Model Zoo VTN IR (or an --interface omz build) -> a checkpoint to fine-tune"
@@ -213,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m converter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_info_parser, _add_build_parser, _add_train_parser, _add_import_parser, _add_evaluate_parser,
-                _add_temporal_parser, _add_dataset_parser):  # fmt: skip
+    for add in (_add_info_parser, _add_build_parser, _add_train_parser, _add_average_parser, _add_import_parser,
+                _add_evaluate_parser, _add_temporal_parser, _add_dataset_parser):  # fmt: skip
         add(sub)
     return parser
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import openvino as ov
@@ -37,17 +40,29 @@ def _advanced():
     return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
 
 
+@contextlib.contextmanager
+def _nncf_output() -> Iterator[None]:
+    """NNCF draws its progress bars (rich, on stdout, one final line per algorithm in a log) with no
+    switch to turn them off; they show where NNCF's INFO log shows (`converter build --verbose`)."""
+    if logging.getLogger("nncf").isEnabledFor(logging.INFO):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def quantize(model: ov.Model, samples: Sequence[object], *, transformer: bool = False) -> ov.Model:
     """Quantise `model` on `samples` (each one model input: an array or a tuple of arrays)."""
     import nncf
 
-    return nncf.quantize(
-        model,
-        nncf.Dataset(list(samples)),
-        subset_size=len(samples),
-        advanced_parameters=_advanced(),
-        **_settings(transformer),
-    )
+    with _nncf_output():
+        return nncf.quantize(
+            model,
+            nncf.Dataset(list(samples)),
+            subset_size=len(samples),
+            advanced_parameters=_advanced(),
+            **_settings(transformer),
+        )
 
 
 def quantize_with_accuracy_control(
@@ -63,17 +78,18 @@ def quantize_with_accuracy_control(
     correctness) has lost at most `max_drop` (absolute) against the float model."""
     import nncf
 
-    return nncf.quantize_with_accuracy_control(
-        model,
-        nncf.Dataset(list(samples)),
-        nncf.Dataset(list(validation)),
-        validate,
-        max_drop=max_drop,
-        drop_type=nncf.DropType.ABSOLUTE,
-        subset_size=len(samples),
-        advanced_quantization_parameters=_advanced(),
-        **_settings(transformer),
-    )
+    with _nncf_output():
+        return nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(list(samples)),
+            nncf.Dataset(list(validation)),
+            validate,
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(samples),
+            advanced_quantization_parameters=_advanced(),
+            **_settings(transformer),
+        )
 
 
 def count_quantized_ops(model: ov.Model) -> int:

@@ -19,7 +19,7 @@ import openvino as ov  # noqa: E402
 from conftest import TINY_INT8_DROP  # noqa: E402
 
 from converter.build import BuildError, BuildOptions, build  # noqa: E402
-from converter.quantize import count_quantized_ops  # noqa: E402
+from converter.quantize import _nncf_output, count_quantized_ops  # noqa: E402
 from converter.verify import Verification, check_tolerance  # noqa: E402
 from vtn_edge.errors import DataError  # noqa: E402
 from vtn_edge.metadata import RT_INFO_KEY, Manifest  # noqa: E402
@@ -208,9 +208,29 @@ def test_a_build_log_shows_its_steps_without_library_floods(tmp_path, trained_ch
     assert out.returncode == 0, out.stdout + out.stderr
     log = out.stdout + out.stderr
     assert "\r" not in log and "INFO:nncf" not in log and "INFO nncf" not in log, log
+    assert "Statistics collection" not in log, log  # NNCF's progress bars are details for --verbose
     steps = [line[:5] for line in out.stdout.splitlines() if re.match(r"\[\d/6\]", line)]
     assert steps == [f"[{n}/6]" for n in range(1, 7)] and out.stdout.splitlines()[-1].startswith("done in ")
     assert len(log.splitlines()) < 60, log
+
+
+def test_nncf_progress_bars_show_only_where_its_info_log_does(capsys):
+    """NNCF's own progress bars (rich, on stdout) have no switch; the build hides them unless NNCF's
+    INFO log is on (`--verbose`)."""
+    import logging
+
+    from nncf.common.logging.track_progress import track
+
+    nncf_log = logging.getLogger("nncf")
+    before = nncf_log.level
+    try:
+        for level, shown in ((logging.WARNING, False), (logging.INFO, True)):
+            nncf_log.setLevel(level)
+            with _nncf_output():
+                assert sum(track(range(3), description="Statistics collection")) == 3
+            assert ("Statistics collection" in capsys.readouterr().out) == shown
+    finally:
+        nncf_log.setLevel(before)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

@@ -319,3 +319,80 @@ def test_backbone_weights_in_torchvision_format(tmp_path):
     torch.testing.assert_close(model.encoder.backbone.layer3[1].conv2.weight, donor["layer3.1.conv2.weight"])
     with pytest.raises(CheckpointError, match="does not fit the resnet34 backbone"):
         load_backbone_weights(build_vtn(VTNConfig(arch="resnet34")), path)
+
+
+# ------------------------------------------------------------ weight averaging
+def _run_of(model, seed: int, path):
+    """A fine-tuning run of `model`: its decoder and classifier moved a little, the rest kept."""
+    torch.manual_seed(seed)
+    run = build_vtn(model.config)
+    run.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, p in run.named_parameters():
+            if name.startswith(("decoder.", "fc.")):
+                p.add_(0.01 * torch.randn_like(p))
+    return save_checkpoint(run.eval(), path)
+
+
+def test_average_is_the_mean_of_runs_from_one_start(tmp_path):
+    from converter.average import average_checkpoints
+
+    torch.manual_seed(0)
+    start = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=3, labels=("a", "b", "c"))).eval()
+    runs = [_run_of(start, seed, tmp_path / f"run{seed}.safetensors") for seed in (1, 2, 3)]
+    result = average_checkpoints(runs, tmp_path / "soup.safetensors")
+    soup = load_checkpoint(result.path).state_dict()
+    members = [load_checkpoint(r).state_dict() for r in runs]
+    floats = [k for k, v in members[0].items() if v.is_floating_point()]
+    flat = [torch.cat([m[k].double().flatten() for k in floats]) for m in members]
+    furthest = max(float((f - flat[0]).norm() / flat[0].norm()) for f in flat)
+    assert result.runs == 3 and result.max_distance == pytest.approx(furthest, rel=1e-4)
+    for key, value in soup.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, sum(m[key] for m in members) / 3, rtol=0, atol=1e-6)
+    assert not torch.equal(soup["fc.weight"], members[0]["fc.weight"])
+    assert read_config(result.path) == start.config
+    assert average_checkpoints(runs[:2], tmp_path / "half.safetensors", half=True).path.stat().st_size < (
+        0.55 * result.path.stat().st_size
+    )
+
+
+def test_average_refuses_what_cannot_be_averaged(tmp_path):
+    import subprocess
+    import sys
+
+    from converter.average import average_checkpoints
+
+    torch.manual_seed(0)
+    config = VTNConfig(arch="mobilenetv2", num_classes=3, labels=("a", "b", "c"))
+    start = build_vtn(config).eval()
+    a, b = (_run_of(start, seed, tmp_path / f"run{seed}.safetensors") for seed in (1, 2))
+    torch.manual_seed(7)
+    unrelated = save_checkpoint(build_vtn(config).eval(), tmp_path / "fresh.safetensors")
+    other_classes = save_checkpoint(
+        build_vtn(VTNConfig(arch="mobilenetv2", num_classes=2, labels=("a", "b"))).eval(), tmp_path / "two.safetensors"
+    )
+    out = tmp_path / "soup.safetensors"
+    cases = [
+        ([a], out, "at least two checkpoints, got 1"),
+        ([a, b], tmp_path / "soup.pt", "is written as .safetensors"),
+        ([a, unrelated], out, "fresh.safetensors is .* away from .*did not start from the same checkpoint"),
+        ([a, other_classes], out, "two.safetensors is another model than .*num_classes: 3 vs 2"),
+        ([a, tmp_path / "missing.safetensors"], out, "missing.safetensors does not exist"),
+    ]
+    for paths, target, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            average_checkpoints(paths, target)
+        assert not target.exists()
+    average_checkpoints([a, b], out)
+    cli = subprocess.run(
+        [sys.executable, "-m", "converter", "average", str(a), str(b), "--out", str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert cli.returncode == 2 and "soup.safetensors exists; pass --force to replace it" in cli.stderr, cli.stderr
+    assert "Traceback" not in cli.stderr
+    forced = subprocess.run(
+        [sys.executable, "-m", "converter", "average", str(a), str(b), "--out", str(out), "--force"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert forced.returncode == 0 and "the mean of 2 runs' weights" in forced.stdout, forced.stderr

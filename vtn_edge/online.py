@@ -236,12 +236,11 @@ class _Tally:
     def scores(self) -> dict[str, float | int | None]:
         """None where a ratio has nothing to count (no events, or no predictions)."""
         precision, recall = _ratio(self.matched, self.predicted), _ratio(self.matched, self.truth)
-        strict_p, strict_r = _ratio(self.matched_strict, self.predicted), _ratio(self.matched_strict, self.truth)
         return {
             "event_precision": precision,
             "event_recall": recall,
-            "event_f1": _f1(precision, recall),
-            "event_f1_iou50": _f1(strict_p, strict_r),
+            "event_f1": _f1(self.truth, self.predicted, self.matched),
+            "event_f1_iou50": _f1(self.truth, self.predicted, self.matched_strict),
             "delay_p50_s": _quantile(self.delays, 0.5),
             "delay_p90_s": _quantile(self.delays, 0.9),
             "end_lag_p50_s": _quantile(self.end_lags, 0.5),
@@ -252,14 +251,6 @@ class _Tally:
 
 def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
-
-
-def _f1(p: float | None, r: float | None) -> float | None:
-    """F1 of precision and recall; a missing one counts as 0 when the other exists."""
-    if p is None and r is None:
-        return None
-    p, r = p or 0.0, r or 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -291,10 +282,15 @@ def _f1_of_sums(sums: np.ndarray) -> np.ndarray:
         return 2 * sums[..., 2] / (sums[..., 0] + sums[..., 1])
 
 
+def _f1(events: int, predicted: int, matched: int) -> float | None:
+    """Event F1 of one set of counts (None: no events and no predictions)."""
+    value = float(_f1_of_sums(np.array([events, predicted, matched], np.float64)))
+    return None if np.isnan(value) else value
+
+
 def pooled_f1(counts: Sequence[StreamCounts]) -> float | None:
     """Event F1 over all of `counts`' streams together (None: no events and no predictions)."""
-    value = float(_f1_of_sums(_counts_table(counts).sum(axis=0)))
-    return None if np.isnan(value) else value
+    return _f1(*_counts_table(counts).sum(axis=0))
 
 
 def f1_interval(
