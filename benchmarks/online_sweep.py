@@ -3,8 +3,8 @@
 The model runs once per stream; every policy is replayed over the recorded probabilities with the
 runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). First every label
 policy with plain events (no merge gap, no end offset); then, for the best few of them, every pair
-of event rules (merge gap x end offset). Prints the precision / recall / delay table and draws the
-trade-off as a PNG.
+of event rules (merge gap x end offset); and the monitor's defaults wherever they rank. Prints the
+precision / recall / delay table and draws the trade-off as a PNG.
 
     python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
 """
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         results = run((*p, 0.0, 0.0) for p in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
         best = [(r["smoothing"], r["threshold"], r["hold"]) for r in results[:RULES_FOR_BEST]]
         rules = [(*p, *e) for p in best for e in itertools.product(MERGE_GAPS, END_OFFSETS) if e != (0.0, 0.0)]
-        results = sorted(results + run(rules), key=lambda r: -(r["event_f1"] or 0))
+        results = results + run(rules)
+        if not any(_is_default(r) for r in results):  # always show where the monitor's default stands
+            results += run([_default_grid_point()])
+        results = sorted(results, key=lambda r: -(r["event_f1"] or 0))
     rows = [
         (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"], _pct(r["event_precision"]),
          _pct(r["event_recall"]),
@@ -118,6 +121,11 @@ def _policy(text: str) -> tuple[str, float, float, float, float]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET] like mean,0.5,0.5 ({exc})"
         ) from None
+
+
+def _default_grid_point() -> tuple[str, float, float, float, float]:
+    policy, rules = MONITOR_POLICY, MONITOR_EVENT_RULES
+    return (policy.smoothing or "none", policy.threshold, policy.hold_seconds, rules.merge_gap, rules.end_offset)
 
 
 def _is_default(r: dict) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, SHIPPED_INT8
 
 from vtn_edge.errors import DataError
-from vtn_edge.monitor.events import ActionEvent
+from vtn_edge.monitor.events import MONITOR_EVENT_RULES, ActionEvent
 from vtn_edge.online import (
     AnnotatedStream,
     Replay,
@@ -26,6 +26,7 @@ from vtn_edge.online import (
     online_table,
     score,
 )
+from vtn_edge.smoothing import MONITOR_POLICY
 
 
 # ---------------------------------------------------------------------- the matcher
@@ -345,6 +346,13 @@ def test_policy_sweep_replays_label_policies_and_event_rules(tiny_stream, tmp_pa
     assert merged["end_lag_p50_s"] == pytest.approx(plain["end_lag_p50_s"] - 0.3, abs=1 / 25)  # one frame
     bad = subprocess.run([*sweep, "--policy", "none,0.9,0.2,-1,0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "need merge_gap >= 0" in bad.stderr and "Traceback" not in bad.stderr
+    full = subprocess.run([*sweep, "--json", str(tmp_path / "all.json")], capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    grid = json.loads((tmp_path / "all.json").read_text())
+    defaults = [r for r in grid if (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"])
+                == ("none", MONITOR_POLICY.threshold, MONITOR_POLICY.hold_seconds, MONITOR_EVENT_RULES.merge_gap,
+                    MONITOR_EVENT_RULES.end_offset)]  # fmt: skip
+    assert len(defaults) == 1 and len(grid) > 100  # the whole grid, and the monitor's defaults wherever they rank
 
 
 def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):
