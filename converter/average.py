@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from converter.checkpoints import CheckpointError, compare_keys, read_config, save_checkpoint, sha256_file
+from converter.config import VTNConfig
 from converter.models.vtn import build_vtn
 
 # ||w - w_first|| / ||w_first|| over all float tensors. Fine-tuning the default's head from one
@@ -43,6 +44,7 @@ def average_checkpoints(paths: list[Path], out: Path, *, half: bool = False, for
     config = read_config(paths[0])
     first = load_file(str(paths[0]))
     total = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
+    first_norm = _norm(first)
     max_distance = 0.0
     for path in paths[1:]:
         other_config = read_config(path)
@@ -55,7 +57,8 @@ def average_checkpoints(paths: list[Path], out: Path, *, half: bool = False, for
         report = compare_keys(first, state)
         if not report.ok:
             raise CheckpointError(f"{path} does not have {paths[0]}'s tensors:\n{report.describe()}")
-        distance = _relative_distance(first, state)
+        change = {k: state[k].double() - v.double() for k, v in first.items() if v.is_floating_point()}
+        distance = _norm(change) / first_norm
         if distance > MAX_RELATIVE_DISTANCE:
             raise CheckpointError(
                 f"{path} is {distance:.2f} of its size away from {paths[0]} (at most {MAX_RELATIVE_DISTANCE} "
@@ -73,13 +76,12 @@ def average_checkpoints(paths: list[Path], out: Path, *, half: bool = False, for
     return Averaged(out, len(paths), max_distance)
 
 
-def _relative_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    diff = sum(float((b[k].double() - v.double()).square().sum()) for k, v in a.items() if v.is_floating_point())
-    size = sum(float(v.double().square().sum()) for v in a.values() if v.is_floating_point())
-    return (diff / size) ** 0.5 if size else 0.0
+def _norm(state: dict[str, torch.Tensor]) -> float:
+    """The L2 norm of all float tensors together."""
+    return sum(float(v.double().square().sum()) for v in state.values() if v.is_floating_point()) ** 0.5
 
 
-def _config_difference(a, b) -> str:
+def _config_difference(a: VTNConfig, b: VTNConfig) -> str:
     da, db = a.to_dict(), b.to_dict()
     keys = [k for k in da if da[k] != db.get(k)]
     return ", ".join(f"{k}: {da[k]!r} vs {db.get(k)!r}" for k in keys[:4])
