@@ -13,7 +13,7 @@ import argparse
 import threading
 from pathlib import Path
 
-from vtn_edge.compile_options import CompileOptions
+from vtn_edge.compile_options import CompileOptions, add_decode_every_flag
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.report import format_table
@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
-    model: Path, clip: Path, streams: int, seconds: float, precision_hint: str | None = None
+    model: Path, clip: Path, streams: int, seconds: float, precision_hint: str | None = None, decode_every: int = 1
 ) -> tuple[int, float, int, int, float]:
     config = MonitorConfig(
         model=model,
         compile_options=CompileOptions(precision_hint=precision_hint),
         sources=[str(clip)] * streams,
         live=LiveOptions(loop=True, pace=True),
+        decode_every=decode_every,
         duration_s=seconds,
         status_every_s=0,
     )
@@ -47,11 +48,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--precision-hint", help="e.g. bf16 or f32 (default: what the model's model.json asks for)")
+    add_decode_every_flag(parser)
     args = parser.parse_args()
     rows = []
     for n in args.streams:
         print(f"{n} streams for {args.seconds:.0f} s ...", flush=True)
-        streams, fps, read, dropped, share = run(args.model, args.clip, n, args.seconds, args.precision_hint)
+        streams, fps, read, dropped, share = run(
+            args.model, args.clip, n, args.seconds, args.precision_hint, args.decode_every
+        )
         rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%"))
     print(format_table(["streams", "labelled frames/s", "frames read", "dropped", "dropped share"], rows))
 

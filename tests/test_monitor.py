@@ -510,6 +510,7 @@ def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosq
         (["--source", "0", "--ha-discovery"], "--ha-discovery announces cameras over MQTT: add --mqtt"),
         (["--source", "0", "--snapshots", "/proc/no/such"], "--snapshots /proc/no/such: cannot write there"),
         (["--source", "0", "--end-offset", "-0.5"], "need merge_gap >= 0 and end_offset >= 0"),
+        (["--source", "0", "--decode-every", "0"], "--decode-every: expected a whole number >= 1 (1: every window)"),
         (["--source", "0", "--name", "a/b", "--source", "1", "--name", "a_b", "--mqtt", "mqtt://h/t"], "collide"),
     ],
 )
@@ -665,6 +666,21 @@ def test_the_monitor_converts_only_the_frames_its_schedule_encodes(shared_data):
     assert source.dropped == stats.frames_dropped + camera.unusable
     assert source.frames + source.dropped == 164 and source.frames >= 150  # labelled, or counted as dropped
     assert stats.frames_converted <= 0.55 * stats.frames_read, stats  # about half: the encoded ones
+
+
+def test_decode_every_reaches_the_recognizer(shared_data):
+    """`--decode-every 2`: the monitor's recognizer decodes every second window, and every frame is still labelled."""
+    from vtn_edge.monitor.app import Monitor as InProcessMonitor
+    from vtn_edge.monitor.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        ["--model", str(MODEL), "--source", str(shared_data / "videos" / CLIP), "--decode-every", "2"]
+    )
+    monitor = InProcessMonitor(config_from_args(args))
+    assert monitor.recognizer.decode_every == 2
+    summary = monitor.run(threading.Event())
+    source = summary.sources[0]
+    assert source.frames + source.dropped == 164 and source.frames >= 150  # played at its rate: few or none dropped
 
 
 def test_source_and_url_checks():

@@ -254,6 +254,29 @@ def test_smoothing_threshold_and_hysteresis(shared_data):
     assert all(b - a >= 0.5 - 1e-6 for a, b in zip(changes, changes[1:]))
 
 
+def test_decoding_every_second_window_carries_each_result_for_twice_as_long(shared_data):
+    frames = read_frames(shared_data / "videos" / "arm_wrestling.mp4")
+
+    first = 30  # the first full window: 16 sampled frames, stride 2
+
+    def scores(decode_every: int) -> list[tuple]:
+        with StreamingRecognizer(SHIPPED_INT8, top_k=15, decode_every=decode_every) as rec:
+            out = [p for f in frames for p in rec.push(f)] + rec.flush()
+        assert [p.frame_index for p in out] == list(range(len(frames)))
+        assert [p.frame_index for p in out if p.fresh] == list(range(first, len(frames), 2 * decode_every))
+        return [tuple(score for _, score in sorted(p.top_k)) if p.window_full else None for p in out]
+
+    every, second = scores(1), scores(2)
+    assert every[first - 1] is None and second[first - 1] is None and second[first] is not None
+    for f in range(first, len(frames)):
+        decoded = first + (f - first) // 4 * 4  # every 4th frame: the newest window decode_every=2 decoded
+        np.testing.assert_allclose(second[f], every[decoded], atol=1e-6, err_msg=f"frame {f}")
+    assert len(set(second[first:])) < len(set(every[first:]))  # it really skipped windows
+    for bad in (0, -1, 1.5):
+        with pytest.raises(VtnEdgeError, match="decode_every must be a whole number >= 1"):
+            StreamingRecognizer(SHIPPED_INT8, decode_every=bad)
+
+
 def test_runtime_runs_without_torch(shared_data):
     code = f"""
 import importlib.abc, sys
@@ -292,6 +315,14 @@ def test_cli_run_json_and_bench(shared_data):
     with StreamingRecognizer(SHIPPED_INT8) as rec:  # the same labels as the Python API gives
         expected = [p.label for p in rec.run(shared_data / "videos" / "short_32frames.mp4")]
     assert lines[-1]["window_full"] and [x["label"] for x in lines] == expected
+    clip = shared_data / "videos" / "v_ApplyEyeMakeup_g01_c01.avi"
+    cmd = [sys.executable, "-m", "vtn_edge", "run", str(SHIPPED_INT8), str(clip), "--json", "--decode-every", "2"]
+    every_second = [
+        json.loads(line) for line in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+    ]
+    with StreamingRecognizer(SHIPPED_INT8, decode_every=2) as rec:
+        expected = [(round(p.score, 4), p.fresh) for p in rec.run(clip)]
+    assert [(x["score"], x["fresh"]) for x in every_second] == expected and sum(f for _, f in expected) > 10
     bench = subprocess.run(
         [
             sys.executable,
@@ -324,3 +355,5 @@ def test_cli_run_json_and_bench(shared_data):
         [sys.executable, "-m", "vtn_edge", "run", "/nonexistent", "x.mp4"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    zero = subprocess.run(cmd[:-1] + ["0"], capture_output=True, text=True)
+    assert zero.returncode == 2 and "--decode-every: expected a whole number >= 1" in zero.stderr

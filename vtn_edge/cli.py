@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from vtn_edge.compile_options import add_decode_every_flag
 from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.monitor.events import add_event_flags, rules_from_flags
 from vtn_edge.smoothing import add_policy_flags
@@ -31,7 +32,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     policy = LabelPolicy(smoothing=args.smoothing, threshold=args.threshold, hold_seconds=args.hold)
     source = int(args.source) if args.source.isdigit() else args.source
     count, started = 0, time.perf_counter()
-    with StreamingRecognizer(args.model, options=_compile_options(args), policy=policy, labels=args.labels) as rec:
+    with StreamingRecognizer(
+        args.model, options=_compile_options(args), policy=policy, labels=args.labels, decode_every=args.decode_every
+    ) as rec:
         for p in rec.run(source, loop=args.loop):
             count += 1
             if args.json:
@@ -43,6 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             "label": p.label,
                             "score": round(p.score, 4),
                             "window_full": p.window_full,
+                            "fresh": p.fresh,
                             "latency_ms": round(p.latency_ms, 2),
                             "top_k": [[n, round(s, 4)] for n, s in p.top_k],
                         }
@@ -116,8 +120,9 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     rules = rules_from_flags(args)
     background = manifest.background
     with StreamingRecognizer(
-        model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels)
-    ) as rec:
+        model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels),
+        decode_every=args.decode_every,
+    ) as rec:  # fmt: skip
         result, recordings, replays = evaluate_online(
             rec, streams, policy, background, rules, progress=lambda line: print(f"evaluate: {line}", file=sys.stderr)
         )
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, default=0.0, help="below this score the label is None")
     run.add_argument("--hold", type=float, default=0.0, help="seconds a new label must lead before it shows")
     _add_compile_flags(run)
+    add_decode_every_flag(run)
     run.set_defaults(func=_cmd_run)
 
     evaluate = sub.add_parser("evaluate", help="clip@1, Video@1, top-5, mean class accuracy of an IR model")
@@ -198,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_flags(policy_flags)
     add_event_flags(policy_flags)
     _add_compile_flags(evaluate)
+    add_decode_every_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("bench", help="raw inference vs end-to-end per-frame throughput and latency")

@@ -1,5 +1,5 @@
-"""OpenVINO compile settings and the command-line flags that set them (no OpenVINO import here,
-so building a parser stays cheap)."""
+"""OpenVINO compile settings and the command-line flags that set them, with the recognizer's one
+schedule flag (`--decode-every`); no OpenVINO import here, so building a parser stays cheap."""
 
 from __future__ import annotations
 
@@ -64,6 +64,21 @@ def add_compile_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     parser.add_argument("--ov-streams", type=int, help="OpenVINO CPU streams")
     parser.add_argument("--precision-hint", help="e.g. f32 to disable bf16 execution")
     parser.add_argument("--cache-dir", help="OpenVINO model cache directory (faster start)")
+
+
+def _decode_every(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 (1: every window), got {text!r}")
+    return int(text)
+
+
+def add_decode_every_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--decode-every N` of the commands that run streams (the monitor, `run`, `evaluate --online`)."""
+    parser.add_argument(
+        "--decode-every", type=_decode_every, default=1, metavar="N",
+        help="run the decoder on every N-th window only: a new label every N x stride frames, for less "
+        "CPU per camera where the decoder is slow (default 1: every window)",
+    )  # fmt: skip
 
 
 def compile_options_from_flags(args: argparse.Namespace) -> CompileOptions:

@@ -145,6 +145,7 @@ def record(recognizer, stream: AnnotatedStream) -> Recording:
     column = {name: i for i, name in enumerate(labels)}
     probs = np.zeros((stream.frames, len(labels)), np.float64)  # exactly what the stabiliser would get
     full = np.zeros(stream.frames, bool)
+    fresh = np.zeros(stream.frames, bool)  # where the decoder ran: the stabiliser's updates
     count, received = 0, 0
 
     def keep(predictions: list[Prediction]) -> None:
@@ -153,7 +154,7 @@ def record(recognizer, stream: AnnotatedStream) -> Recording:
         nonlocal received
         for p in predictions:
             if received < stream.frames:
-                full[received] = p.window_full
+                full[received], fresh[received] = p.window_full, p.fresh
                 for name, score in p.top_k:
                     probs[received, column[name]] = score
             received += 1
@@ -166,7 +167,6 @@ def record(recognizer, stream: AnnotatedStream) -> Recording:
     keep(recognizer.flush())
     if count != stream.frames:
         raise DataError(f"{stream.path} decoded to {count} frames, but its annotation says {stream.frames}")
-    fresh = full & (np.arange(stream.frames) % recognizer.stride == 0)
     return Recording(stream, labels, probs, full, fresh)
 
 

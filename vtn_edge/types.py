@@ -19,7 +19,8 @@ class Prediction:
     Frames that did not run the encoder carry the newest decoder result of their stream. Until
     the stream has a full window of embeddings (`window_full` False) `label` is None: no partial
     windows are decoded. With a score threshold, `label` is also None while the (smoothed) top
-    score stays below it.
+    score stays below it. `fresh` is True on the frame whose window the decoder has just run on
+    (a new result; the frames after it carry it).
     """
 
     stream: int
@@ -30,3 +31,4 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...]
     window_full: bool
     latency_ms: float
+    fresh: bool = False

@@ -72,6 +72,7 @@ class MonitorConfig:
     zones: list[list[Zone]] | None = None  # per source; none given: the whole frame is one zone
     live: LiveOptions = LiveOptions()
     compile_options: CompileOptions | None = None
+    decode_every: int = 1  # StreamingRecognizer's: decode every N-th window (less CPU, fewer labels)
     duration_s: float | None = None
     status_every_s: float = 10.0
 
@@ -248,7 +249,9 @@ class Monitor:
         reporters = [LogSink(), self.recent, self.metrics, self.writer, self.mqtt]
         self.sinks: list[EventSink] = [s for s in (self.clips, snapshots, *reporters) if s is not None]
         options = (config.compile_options or CompileOptions()).for_streams(len(self.streams))
-        self.recognizer = StreamingRecognizer(model, streams=len(self.streams), options=options, policy=policies)
+        self.recognizer = StreamingRecognizer(
+            model, streams=len(self.streams), options=options, policy=policies, decode_every=config.decode_every
+        )
         self._closers.append(self.recognizer.close)
         self.recognizer.on_prediction(self._on_prediction)
 

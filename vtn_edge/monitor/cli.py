@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from vtn_edge.compile_options import add_compile_flags, compile_options_from_flags
+from vtn_edge.compile_options import add_compile_flags, add_decode_every_flag, compile_options_from_flags
 from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp")
     run = p.add_argument_group("run")
     add_compile_flags(run)
+    add_decode_every_flag(run)
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines (0: none)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -145,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
             rtsp_transport=args.rtsp_transport,
         ),
         compile_options=compile_options_from_flags(args),
+        decode_every=args.decode_every,
         duration_s=args.duration,
         status_every_s=args.status_every,
     )

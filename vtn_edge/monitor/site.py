@@ -66,6 +66,7 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "ov_streams": ((int,), "ov_streams"),
     "precision_hint": ((str,), "precision_hint"),
     "cache_dir": ((str,), "cache_dir"),
+    "decode_every": ((int,), "decode_every"),
     "duration": (_NUMBER, "duration"),
     "status_every": (_NUMBER, "status_every"),
     "log_level": ((str,), "log_level"),
@@ -174,7 +175,8 @@ def _set(settings: dict, schema: dict, key: str, value: Any, where: _Locator, pl
 def _check(key: str, value: Any, types: tuple[type, ...], where: _Locator) -> None:
     wrong_type = isinstance(value, bool) and bool not in types or not isinstance(value, types)
     if wrong_type:
-        names = {"a number" if t in _NUMBER else {bool: "true/false", str: "a string"}[t]: None for t in types}
+        kind = {int: "a whole number", float: "a number", bool: "true/false", str: "a string"}
+        names = {("a number" if types == _NUMBER else kind[t]): None for t in types}
         kinds = " or ".join(names)
         raise SiteError(where(key, f"'{key}' must be {kinds}, got {value!r}"))
     if key in CHOICES and value not in CHOICES[key]:
@@ -183,6 +185,8 @@ def _check(key: str, value: Any, types: tuple[type, ...], where: _Locator) -> No
         raise SiteError(where(key, f"'{key}' must not be negative, got {value}"))
     if key == "threshold" and not 0 <= value <= 1:
         raise SiteError(where(key, f"'threshold' is a score between 0 and 1, got {value}"))
+    if key == "decode_every" and value < 1:
+        raise SiteError(where(key, f"'decode_every' is 1 (every window) or more, got {value}"))
 
 
 def _cameras(tables: Any, where: _Locator) -> list[Camera]:
