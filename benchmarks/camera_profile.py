@@ -30,7 +30,7 @@ import numpy as np
 import openvino as ov
 
 from vtn_edge import StreamingRecognizer, load_model
-from vtn_edge.compile_options import CompileOptions, add_decode_every_flag
+from vtn_edge.compile_options import MATMUL_AS_CONV_CHOICES, CompileOptions, add_decode_every_flag
 from vtn_edge.model import compile_pair
 from vtn_edge.preprocess import center_crop_resize, encoder_frame
 from vtn_edge.report import format_table
@@ -66,14 +66,14 @@ def decode_stages(video: Path, frames: int) -> tuple[float, float, list[np.ndarr
 
 
 def inference_stages(
-    model_dir: Path, pixels: list[np.ndarray], streams: int, decode_every: int = 1
+    model_dir: Path, pixels: list[np.ndarray], streams: int, decode_every: int = 1, matmul_as_conv: str = "auto"
 ) -> dict[str, float]:
     """CPU ms per encoded frame of crop + resize, encoder and decoder, and of the recognizer as a whole."""
     model = load_model(model_dir)
     manifest = model.manifest
     crops: list[np.ndarray] = []
     crop = _cpu_ms_per(len(pixels), lambda: crops.extend(center_crop_resize(f, manifest.preprocessing) for f in pixels))
-    options = CompileOptions().for_streams(streams)
+    options = CompileOptions(matmul_as_conv=matmul_as_conv).for_streams(streams)
     encoder, decoder = compile_pair(model, options)
 
     def run_async(compiled: ov.CompiledModel, inputs: list[list[np.ndarray]]) -> None:
@@ -111,11 +111,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--streams", type=int, default=8, help="streams the recognizer serves, as in the monitor")
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--matmul-as-conv", choices=MATMUL_AS_CONV_CHOICES, default="auto")
     add_decode_every_flag(parser)
     args = parser.parse_args()
 
     decode, convert, pixels = decode_stages(args.video, args.frames)
-    s = inference_stages(args.model, pixels, args.streams, args.decode_every)
+    s = inference_stages(args.model, pixels, args.streams, args.decode_every, args.matmul_as_conv)
     stride = s["stride"]
     per_frame = {  # CPU ms per camera frame
         "decode (every frame)": decode,
@@ -127,8 +128,10 @@ def main() -> None:
     }
     per_frame["recognizer (the three above, run together)"] = s["recognizer"]
     height, width = pixels[0].shape[:2]
+    as_conv = CompileOptions(matmul_as_conv=args.matmul_as_conv).matmuls_as_convolutions()
     print(f"{args.video.name} ({width}x{height}), {args.model.name}, stride {stride}, "
-          f"decoder every {args.decode_every} window(s), {os.cpu_count()} CPUs")  # fmt: skip
+          f"decoder every {args.decode_every} window(s), int8 MatMuls as convolutions: {as_conv}, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     print(format_table(["stage", "CPU ms per camera frame", f"CPU ms per camera second at {args.fps:g} fps"],
                        [(k, f"{v:.3f}", f"{v * args.fps:.0f}") for k, v in per_frame.items()]))  # fmt: skip
 

@@ -3,6 +3,8 @@
 Each "camera" is a video file played at its own frame rate by the monitor's live reader (decoded
 on its own thread, newest frame kept), so this measures the whole monitor: decoding, dropping to
 stay live, preprocessing, the shared encoder/decoder in throughput mode and event tracking.
+A box that drops no frame can still fall behind (labels later and later): the latency columns
+(push to label; the cameras' median p50 and their worst p99) show it.
 
     python benchmarks/realtime_streams.py --streams 8 12 16 --seconds 30
 """
@@ -13,7 +15,9 @@ import argparse
 import threading
 from pathlib import Path
 
-from vtn_edge.compile_options import CompileOptions, add_decode_every_flag
+import numpy as np
+
+from vtn_edge.compile_options import MATMUL_AS_CONV_CHOICES, CompileOptions, add_decode_every_flag
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.report import format_table
@@ -22,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
-    model: Path, clip: Path, streams: int, seconds: float, precision_hint: str | None = None, decode_every: int = 1
-) -> tuple[int, float, int, int, float]:
+    model: Path, clip: Path, streams: int, seconds: float, options: CompileOptions, decode_every: int = 1
+) -> tuple[int, float, int, int, float, float, float]:
     config = MonitorConfig(
         model=model,
-        compile_options=CompileOptions(precision_hint=precision_hint),
+        compile_options=options,
         sources=[str(clip)] * streams,
         live=LiveOptions(loop=True, pace=True),
         decode_every=decode_every,
@@ -38,7 +42,10 @@ def run(
     read = sum(st.source.stats.frames_read for st in monitor.cameras)
     labelled = sum(s.frames for s in summary.sources)
     dropped = sum(s.dropped for s in summary.sources)
-    return streams, labelled / summary.seconds, read, dropped, 100 * dropped / max(read, 1)
+    latencies = [s.latency_ms for s in summary.sources if s.latency_ms is not None]
+    p50 = float(np.median([p50 for p50, _ in latencies])) if latencies else float("nan")
+    p99 = max((p99 for _, p99 in latencies), default=float("nan"))
+    return streams, labelled / summary.seconds, read, dropped, 100 * dropped / max(read, 1), p50, p99
 
 
 def main() -> None:
@@ -48,16 +55,19 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[8, 12, 16])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--precision-hint", help="e.g. bf16 or f32 (default: what the model's model.json asks for)")
+    parser.add_argument("--matmul-as-conv", choices=MATMUL_AS_CONV_CHOICES, default="auto")
     add_decode_every_flag(parser)
     args = parser.parse_args()
+    options = CompileOptions(precision_hint=args.precision_hint, matmul_as_conv=args.matmul_as_conv)
     rows = []
     for n in args.streams:
         print(f"{n} streams for {args.seconds:.0f} s ...", flush=True)
-        streams, fps, read, dropped, share = run(
-            args.model, args.clip, n, args.seconds, args.precision_hint, args.decode_every
+        streams, fps, read, dropped, share, p50, p99 = run(
+            args.model, args.clip, n, args.seconds, options, args.decode_every
         )
-        rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%"))
-    print(format_table(["streams", "labelled frames/s", "frames read", "dropped", "dropped share"], rows))
+        rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%", f"{p50:.0f}", f"{p99:.0f}"))
+    headers = ["streams", "labelled frames/s", "frames read", "dropped", "dropped share", "latency p50 ms", "p99 ms"]
+    print(format_table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from converter.verify import (
     torch_reference,
     verify,
 )
+from vtn_edge.compile_options import CompileOptions
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.metadata import DECODER_XML, ENCODER_XML, LABELS_NAME, MANIFEST_NAME, Manifest, read_labels
 from vtn_edge.preprocess import encoder_inputs
@@ -183,6 +184,7 @@ def build(opts: BuildOptions) -> Path:
         verification = {
             **_as_dict(results[0]),
             "default_execution": _as_dict(results[-1]),
+            "matmul_as_conv": CompileOptions().matmuls_as_convolutions(),  # as verify() compiled it here
             "build_seconds": round(time.perf_counter() - step.started, 1),
             "step_seconds": step.seconds(),
         }

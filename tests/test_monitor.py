@@ -666,6 +666,17 @@ def test_the_monitor_converts_only_the_frames_its_schedule_encodes(shared_data):
     assert source.dropped == stats.frames_dropped + camera.unusable
     assert source.frames + source.dropped == 164 and source.frames >= 150  # labelled, or counted as dropped
     assert stats.frames_converted <= 0.55 * stats.frames_read, stats  # about half: the encoded ones
+    p50, p99 = source.latency_ms  # push -> label, over every labelled frame
+    assert 0 < p50 <= p99 < 1000, source.latency_ms  # one paced camera: the box keeps up
+    assert f"{p50:.0f} / {p99:.0f}" in summary.table()
+
+
+def test_the_summary_of_a_camera_that_labelled_nothing():
+    from vtn_edge.monitor.app import MonitorSummary, SourceSummary
+
+    silent = SourceSummary("door", frames=0, fps=0.0, dropped=0, reconnects=3, events=0)
+    table = MonitorSummary(5.0, [silent], 200.0, 201.0, None).table()
+    assert "latency p50 / p99 ms" in table and table.splitlines()[-1].rstrip().endswith("| -                    |")
 
 
 def test_decode_every_reaches_the_recognizer(shared_data):

@@ -16,6 +16,7 @@ threshold = 0.7
 merge_gap = 0.5
 pace = false
 decode_every = 2
+matmul_as_conv = "off"
 [mqtt]
 url = "mqtt://broker.lan:1883/site1/vtn"
 ha_discovery = true
@@ -60,7 +61,7 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
     assert (args.mqtt, args.ha_discovery) == ("mqtt://broker.lan:1883/site1/vtn", "homeassistant")
     assert (args.save_clips, args.clip_before, args.clip_after) == (tmp_path / "clips", 2, 3.0)
     assert args.no_pace is True and args.threshold == 0.7 and (args.merge_gap, args.end_offset) == (0.5, 0.3)
-    assert args.decode_every == 2
+    assert args.decode_every == 2 and args.matmul_as_conv == "off"
     assert args.source == ["rtsp://10.0.0.21:554/stream1", "rtsp://10.0.0.22:554/stream1"]
     assert args.name == ["door", "till"]
     door, till = args.camera_policies
@@ -75,8 +76,9 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
 def test_flags_override_the_file(tmp_path):
     path = _write(tmp_path, SITE)
     args = _args(["--config", str(path), "--threshold", "0.9", "--model", "other", "--source", "clip.mp4"]
-                 + ["--decode-every", "3"])  # fmt: skip
+                 + ["--decode-every", "3", "--matmul-as-conv", "on"])  # fmt: skip
     assert args.threshold == 0.9 and str(args.model) == "other" and args.decode_every == 3
+    assert args.matmul_as_conv == "on"
     assert args.source == ["clip.mp4"] and args.name == [] and args.camera_policies is None and args.zones is None
 
 
@@ -93,6 +95,7 @@ def test_flags_override_the_file(tmp_path):
         ("merge_gap = -0.5\n", r"line 1: 'merge_gap' must not be negative"),
         ("model = \"m\"\ndecode_every = 0\n", r"line 2: 'decode_every' is 1 \(every window\) or more, got 0"),
         ("decode_every = 1.5\n", r"line 1: 'decode_every' must be a whole number, got 1.5"),
+        ("matmul_as_conv = \"yes\"\n", r"line 1: 'matmul_as_conv' is 'yes'; choose one of: auto, on, off"),
         ("[[camera]]\nname = \"a\"\nsource = \"0\"\nthreshold = 1.5\n", r"line 4: 'threshold' is a score between 0"),
         ("mqtt = \"mqtt://h/t\"\n", r"line 1: 'mqtt' must be a table"),
         ("[[camera]]\nname = \"a\"\n", r"line 1: camera 1 has no 'source'"),

@@ -248,5 +248,9 @@ def run_bench(
         live_latency_encoded=live_encoded,
         video_fps=video_fps,
         video_ratio=None if video_fps is None else video_fps / raw_fps,
-        settings={**options.properties(), "device": options.device},
+        settings={
+            **options.properties(),
+            "device": options.device,
+            "matmul_as_conv": options.matmuls_as_convolutions(),
+        },
     )

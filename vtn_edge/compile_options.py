@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from vtn_edge.errors import ModelError
+
+MATMUL_AS_CONV_CHOICES = ("auto", "on", "off")
+# CPU flags (Linux /proc/cpuinfo) of an int8 dot-product instruction: with one, OpenVINO's int8 MatMul
+# is fast as it is; without (AVX2 only), its int8 1x1 convolution is (see vtn_edge/graph_rewrite.py)
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,7 @@ class CompileOptions:
     streams: int | None = None
     precision_hint: str | None = None  # e.g. "f32" to disable bf16 execution
     cache_dir: str | None = None
+    matmul_as_conv: str = "auto"  # int8 MatMuls as 1x1 convolutions; auto: on CPUs without VNNI
 
     def for_streams(self, streams: int) -> CompileOptions:
         """These options for `streams` concurrent streams: without a mode, one stream gets the
@@ -33,6 +40,15 @@ class CompileOptions:
         """The model's own precision hint (`Manifest.precision_hint`, measured by its build) where
         the user set none."""
         return self if self.precision_hint or not hint else replace(self, precision_hint=hint)
+
+    def matmuls_as_convolutions(self) -> bool:
+        """Whether int8 MatMuls are compiled as 1x1 convolutions (`vtn_edge.graph_rewrite`)."""
+        if self.matmul_as_conv not in MATMUL_AS_CONV_CHOICES:
+            choices = ", ".join(MATMUL_AS_CONV_CHOICES)
+            raise ModelError(f"matmul_as_conv must be one of {choices}, got {self.matmul_as_conv!r}")
+        if self.matmul_as_conv != "auto":
+            return self.matmul_as_conv == "on"
+        return self.device == "CPU" and not cpu_has_vnni(_cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
 
     def properties(self) -> dict[str, str]:
         mode = self.for_streams(1).mode
@@ -52,6 +68,28 @@ class CompileOptions:
         return props
 
 
+def cpu_has_vnni(cpu_flags: frozenset[str] | None, isa_cap: str = "") -> bool:
+    """Whether OpenVINO's CPU plugin gets an int8 dot-product instruction: the CPU has one and
+    `isa_cap` (oneDNN's ONEDNN_MAX_CPU_ISA, e.g. `--edge-profile`'s AVX2) allows it. Flags that
+    cannot be read (None: not Linux) count as VNNI, which leaves OpenVINO's own choice alone."""
+    cap = isa_cap.strip().lower()
+    if cap and cap != "all" and not ("vnni" in cap or cap.startswith(("avx512_core_", "avx10"))):
+        return False
+    return cpu_flags is None or bool(cpu_flags & VNNI_FLAGS)
+
+
+def _cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
 def add_compile_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The OpenVINO flags of every runtime command (`run`, `evaluate`, `bench`, the monitor)."""
     parser.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
@@ -64,6 +102,11 @@ def add_compile_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     parser.add_argument("--ov-streams", type=int, help="OpenVINO CPU streams")
     parser.add_argument("--precision-hint", help="e.g. f32 to disable bf16 execution")
     parser.add_argument("--cache-dir", help="OpenVINO model cache directory (faster start)")
+    parser.add_argument(
+        "--matmul-as-conv", choices=MATMUL_AS_CONV_CHOICES, default="auto",
+        help="run int8 MatMuls (the decoder's projections) as 1x1 convolutions, the faster int8 kernel on "
+        "CPUs without VNNI (default auto: on exactly there)",
+    )  # fmt: skip
 
 
 def _decode_every(text: str) -> int:
@@ -89,4 +132,5 @@ def compile_options_from_flags(args: argparse.Namespace) -> CompileOptions:
         streams=args.ov_streams,
         precision_hint=args.precision_hint,
         cache_dir=args.cache_dir,
+        matmul_as_conv=args.matmul_as_conv,
     )

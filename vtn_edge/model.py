@@ -17,6 +17,7 @@ import openvino as ov
 
 from vtn_edge.compile_options import CompileOptions
 from vtn_edge.errors import ModelError
+from vtn_edge.graph_rewrite import for_compile
 from vtn_edge.metadata import (
     DECODER_XML,
     ENCODER_XML,
@@ -154,8 +155,8 @@ def compile_pair(
     props = options.with_model_hint(model.manifest.precision_hint).properties()
     try:
         return (
-            core.compile_model(model.encoder, options.device, props),
-            core.compile_model(model.decoder, options.device, props),
+            core.compile_model(for_compile(model.encoder, options), options.device, props),
+            core.compile_model(for_compile(model.decoder, options), options.device, props),
         )
     except RuntimeError as exc:
         raise ModelError(

@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy
 from vtn_edge.types import Prediction
 
 log = logging.getLogger("vtn_edge.monitor")
+LATENCIES_KEPT = 20_000  # per zone, for the summary's latency: the last 11 minutes of a 30 fps camera
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class _Stream:
     events: int = 0
     rate: tuple[float, int] = (0.0, 0)  # (since, frames) for the frames/s estimate
     fps: float = 0.0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))  # push -> label
 
     @property
     def name(self) -> str:
@@ -125,6 +128,7 @@ class SourceSummary:
     reconnects: int
     events: int  # over all its zones
     zones: int = 1
+    latency_ms: tuple[float, float] | None = None  # p50, p99 of push -> label over its last labels; None: none
 
 
 @dataclass(frozen=True)
@@ -137,9 +141,12 @@ class MonitorSummary:
 
     def table(self) -> str:
         rows = [
-            (s.name, s.zones, s.frames, f"{s.fps:.1f}", s.dropped, s.reconnects, s.events) for s in self.sources
+            (s.name, s.zones, s.frames, f"{s.fps:.1f}", s.dropped, s.reconnects, s.events,
+             "-" if s.latency_ms is None else f"{s.latency_ms[0]:.0f} / {s.latency_ms[1]:.0f}")
+            for s in self.sources
         ]  # fmt: skip
-        text = format_table(["source", "zones", "frames", "frames/s", "dropped", "reconnects", "events"], rows)
+        headers = ["source", "zones", "frames", "frames/s", "dropped", "reconnects", "events", "latency p50 / p99 ms"]
+        text = format_table(headers, rows)
         return (
             f"ran {self.seconds:.0f} s; resident memory {self.rss_mb_start:.1f} MB at start, "
             f"{self.rss_mb_end:.1f} MB at end\n{text}"
@@ -357,13 +364,17 @@ class Monitor:
 
     def _summary(self, cam: _Camera, seconds: float) -> SourceSummary:
         stats = cam.source.stats
+        latencies = [ms for s in cam.streams for ms in list(s.latencies_ms)]
+        latency = tuple(float(x) for x in np.percentile(latencies, [50, 99])) if latencies else None
         return SourceSummary(cam.name, cam.frames, cam.frames / max(seconds, 1e-9), cam.dropped,
-                             stats.reconnects, sum(s.events for s in cam.streams), len(cam.streams))  # fmt: skip
+                             stats.reconnects, sum(s.events for s in cam.streams), len(cam.streams),
+                             latency)  # fmt: skip
 
     # ------------------------------------------------------------------ the recognizer's ordering thread
     def _on_prediction(self, p: Prediction) -> None:
         st = self.streams[p.stream]
         st.frames += 1
+        st.latencies_ms.append(p.latency_ms)
         st.label, st.score = p.label, p.score
         st.why = explain(p, st.policy, self._background)
         since, count = st.rate

@@ -34,6 +34,7 @@ from typing import Any
 
 import tomllib
 
+from vtn_edge.compile_options import MATMUL_AS_CONV_CHOICES
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.monitor.zones import box_problem
 from vtn_edge.smoothing import SMOOTHING_CHOICES
@@ -66,6 +67,7 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "ov_streams": ((int,), "ov_streams"),
     "precision_hint": ((str,), "precision_hint"),
     "cache_dir": ((str,), "cache_dir"),
+    "matmul_as_conv": ((str,), "matmul_as_conv"),
     "decode_every": ((int,), "decode_every"),
     "duration": (_NUMBER, "duration"),
     "status_every": (_NUMBER, "status_every"),
@@ -103,7 +105,7 @@ ZONE: dict[str, tuple[type, ...]] = {
     "hold": _NUMBER,
 }
 CHOICES = {"smoothing": SMOOTHING_CHOICES, "rtsp_transport": ("tcp", "udp"), "mode": ("latency", "throughput"),
-           "log_level": ("DEBUG", "INFO", "WARNING", "ERROR")}  # fmt: skip
+           "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "matmul_as_conv": MATMUL_AS_CONV_CHOICES}  # fmt: skip
 _PATHS = {"model", "labels", "events", "snapshots", "save_clips", "mqtt_ca", "mqtt_cert", "mqtt_key", "cache_dir"}
 
 
