@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,26 @@ from vtn_edge.report import format_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(
-    model: Path, clip: Path, streams: int, seconds: float, options: CompileOptions, decode_every: int = 1
-) -> tuple[int, float, int, int, float, float, float]:
+@dataclass(frozen=True)
+class Row:
+    """One monitor run with `streams` cameras."""
+
+    streams: int
+    labelled_fps: float
+    read: int
+    dropped: int
+    latency_p50_ms: float  # the cameras' median p50, push to label
+    latency_p99_ms: float  # the worst camera's p99
+
+    HEADERS = ("streams", "labelled frames/s", "frames read", "dropped", "dropped share", "latency p50 ms", "p99 ms")
+
+    def cells(self) -> tuple:
+        share = 100 * self.dropped / max(self.read, 1)
+        return (self.streams, f"{self.labelled_fps:.0f}", self.read, self.dropped, f"{share:.2f}%",
+                f"{self.latency_p50_ms:.0f}", f"{self.latency_p99_ms:.0f}")  # fmt: skip
+
+
+def run(model: Path, clip: Path, streams: int, seconds: float, options: CompileOptions, decode_every: int = 1) -> Row:
     config = MonitorConfig(
         model=model,
         compile_options=options,
@@ -39,13 +57,15 @@ def run(
     )
     monitor = Monitor(config)
     summary = monitor.run(threading.Event())
-    read = sum(st.source.stats.frames_read for st in monitor.cameras)
-    labelled = sum(s.frames for s in summary.sources)
-    dropped = sum(s.dropped for s in summary.sources)
     latencies = [s.latency_ms for s in summary.sources if s.latency_ms is not None]
-    p50 = float(np.median([p50 for p50, _ in latencies])) if latencies else float("nan")
-    p99 = max((p99 for _, p99 in latencies), default=float("nan"))
-    return streams, labelled / summary.seconds, read, dropped, 100 * dropped / max(read, 1), p50, p99
+    return Row(
+        streams=streams,
+        labelled_fps=sum(s.frames for s in summary.sources) / summary.seconds,
+        read=sum(st.source.stats.frames_read for st in monitor.cameras),
+        dropped=sum(s.dropped for s in summary.sources),
+        latency_p50_ms=float(np.median([p50 for p50, _ in latencies])) if latencies else float("nan"),
+        latency_p99_ms=max((p99 for _, p99 in latencies), default=float("nan")),
+    )
 
 
 def main() -> None:
@@ -62,12 +82,8 @@ def main() -> None:
     rows = []
     for n in args.streams:
         print(f"{n} streams for {args.seconds:.0f} s ...", flush=True)
-        streams, fps, read, dropped, share, p50, p99 = run(
-            args.model, args.clip, n, args.seconds, options, args.decode_every
-        )
-        rows.append((streams, f"{fps:.0f}", read, dropped, f"{share:.2f}%", f"{p50:.0f}", f"{p99:.0f}"))
-    headers = ["streams", "labelled frames/s", "frames read", "dropped", "dropped share", "latency p50 ms", "p99 ms"]
-    print(format_table(headers, rows))
+        rows.append(run(args.model, args.clip, n, args.seconds, options, args.decode_every).cells())
+    print(format_table(list(Row.HEADERS), rows))
 
 
 if __name__ == "__main__":

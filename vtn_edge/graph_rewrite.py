@@ -8,7 +8,7 @@ numbers. The VTN decoder's query, key and value projections and its classifier a
 (its feed-forward layers are already 1x1 convolutions), so each MatMul of an activation by int8
 weights becomes: rows to a batch of 1x1 images, a 1x1 Convolution with the same int8 weights and
 dequantisation, and back. The integer products are the same; only the float sums after them
-round differently (logits move by about 1e-3).
+round differently (on the shipped decoder, logits move by less than 0.02).
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def for_compile(model: ov.Model, options: CompileOptions) -> ov.Model:
 
 def int8_matmuls_as_convolutions(model: ov.Model) -> tuple[ov.Model, int]:
     """A copy of `model` with every MatMul of a static-shape activation by int8 weights as a 1x1
-    Convolution; and how many were rewritten. Any other MatMul is left as it is."""
+    Convolution; and how many were rewritten. Any other MatMul is left as it is (a model without
+    MatMuls, such as the encoder, is returned as it is, not copied)."""
+    if not any(node.get_type_name() == "MatMul" for node in model.get_ops()):
+        return model, 0
     model = model.clone()
     count = 0
     for node in model.get_ordered_ops():
