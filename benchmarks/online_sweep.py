@@ -2,8 +2,9 @@
 
 The model runs once per stream; every policy is replayed over the recorded probabilities with the
 runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). First every label
-policy with plain events (no merge gap, no end offset); then, for the best few of them, every pair
-of event rules (merge gap x end offset); and the monitor's defaults wherever they rank. Prints the
+policy with plain events (no merge gap, no offsets); then, for the best few of them, every
+combination of event rules (merge gap x end offset x start offset); and the monitor's defaults
+wherever they rank. Prints the
 precision / recall / delay table and draws the trade-off as a PNG.
 
     python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
@@ -15,6 +16,7 @@ import argparse
 import itertools
 import json
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError
@@ -30,6 +32,8 @@ HOLDS = (0.0, 0.1, 0.2, 0.3, 0.5)
 SMOOTHINGS = ("none", "ema", "mean")
 MERGE_GAPS = (0.0, 0.5, 1.0, 1.5)
 END_OFFSETS = (0.0, 0.2, 0.3, 0.4)
+START_OFFSETS = (0.0, 0.3, 0.5, 0.7)
+POLICY_FORM = "SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET[,START_OFFSET]]"
 RULES_FOR_BEST = 5  # label policies that get the event-rule grid
 
 
@@ -40,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, help="the trade-off picture")
     parser.add_argument("--json", type=Path, help="every policy's metrics")
     parser.add_argument(
-        "--policy", action="append", type=_policy, metavar="SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET]",
-        help="replay only these (repeatable), e.g. to compare two on a held-out seed: mean,0.5,0.5 none,0.9,0.2,1,0.3",
+        "--policy", action="append", type=_policy, metavar=POLICY_FORM,
+        help="replay only these (repeatable), e.g. to compare two on a held-out seed: "
+        "mean,0.5,0.5 none,0.9,0.2,1,0.2,0.7",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -56,26 +61,28 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(grid) -> list[dict]:
         results = []
-        for smoothing, threshold, hold, gap, offset in grid:
-            policy, rules = policy_from_flags(smoothing, threshold, hold), EventRules(gap, offset)
+        for smoothing, threshold, hold, gap, end, start in grid:
+            policy, rules = policy_from_flags(smoothing, threshold, hold), EventRules(gap, end, start)
             metrics = score([(r.stream, replay(r, policy, background, rules)) for r in recordings])
             metrics.pop("per_class")
             results.append({"smoothing": smoothing, "threshold": threshold, "hold": hold, "merge_gap": gap,
-                            "end_offset": offset, **metrics})  # fmt: skip
+                            "end_offset": end, "start_offset": start, **metrics})  # fmt: skip
         return sorted(results, key=lambda r: -(r["event_f1"] or 0))
 
     if args.policy:
         results = run(args.policy)
     else:
-        results = run((*p, 0.0, 0.0) for p in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
+        results = run((*p, 0.0, 0.0, 0.0) for p in itertools.product(SMOOTHINGS, THRESHOLDS, HOLDS))
         best = [(r["smoothing"], r["threshold"], r["hold"]) for r in results[:RULES_FOR_BEST]]
-        rules = [(*p, *e) for p in best for e in itertools.product(MERGE_GAPS, END_OFFSETS) if e != (0.0, 0.0)]
+        grid = list(itertools.product(MERGE_GAPS, END_OFFSETS, START_OFFSETS))
+        rules = [(*p, *e) for p in best for e in grid if e != (0.0, 0.0, 0.0)]
         results = results + run(rules)
         if not any(_is_default(r) for r in results):  # always show where the monitor's default stands
             results += run([_default_grid_point()])
         results = sorted(results, key=lambda r: -(r["event_f1"] or 0))
     rows = [
-        (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"], _pct(r["event_precision"]),
+        (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"], r["start_offset"],
+         _pct(r["event_precision"]),
          _pct(r["event_recall"]),
          _pct(r["event_f1"]), _pct(r["event_f1_iou50"]), _s(r["delay_p50_s"]), _s(r["delay_p90_s"]),
          _s(r["false_per_hour"]), _pct(r["frame_acc"]), _s(r["flicker_per_min"]))
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hold s",
                 "merge gap s",
                 "end offset s",
+                "start offset s",
                 "precision",
                 "recall",
                 "F1",
@@ -111,26 +119,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _policy(text: str) -> tuple[str, float, float, float, float]:
+def _policy(text: str) -> tuple[str, float, float, float, float, float]:
     try:
         smoothing, *numbers = text.split(",")
-        threshold, hold, gap, offset = (*map(float, numbers), 0.0, 0.0) if len(numbers) == 2 else map(float, numbers)
-        policy_from_flags(smoothing, threshold, hold), EventRules(gap, offset)  # checks the values
-        return smoothing, threshold, hold, gap, offset
+        if len(numbers) not in (2, 4, 5):
+            raise ValueError(f"{len(numbers)} numbers")
+        threshold, hold, gap, end, start = (*map(float, numbers), 0.0, 0.0, 0.0)[:5]
+        policy_from_flags(smoothing, threshold, hold), EventRules(gap, end, start)  # checks the values
+        return smoothing, threshold, hold, gap, end, start
     except (ValueError, VtnEdgeError) as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected SMOOTHING,THRESHOLD,HOLD[,MERGE_GAP,END_OFFSET] like mean,0.5,0.5 ({exc})"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {POLICY_FORM} like mean,0.5,0.5 ({exc})") from None
 
 
-def _default_grid_point() -> tuple[str, float, float, float, float]:
+def _default_grid_point() -> tuple[str, float, float, float, float, float]:
     policy, rules = MONITOR_POLICY, MONITOR_EVENT_RULES
-    return (policy.smoothing or "none", policy.threshold, policy.hold_seconds, rules.merge_gap, rules.end_offset)
+    return (policy.smoothing or "none", policy.threshold, policy.hold_seconds, *astuple(rules))
 
 
 def _is_default(r: dict) -> bool:
     policy = policy_from_flags(r["smoothing"], r["threshold"], r["hold"])
-    return policy == MONITOR_POLICY and EventRules(r["merge_gap"], r["end_offset"]) == MONITOR_EVENT_RULES
+    rules = EventRules(r["merge_gap"], r["end_offset"], r["start_offset"])
+    return policy == MONITOR_POLICY and rules == MONITOR_EVENT_RULES
 
 
 def _pct(value: float | None) -> str:

@@ -120,9 +120,9 @@ def inference_copy(model: VTN) -> VTN:
 def torch_reference(model: VTN, clips: list[np.ndarray]) -> Reference:
     """Per-frame embeddings and logits of torch on uint8 BGR clips (the model is not modified)."""
     model = inference_copy(model)
-    with torch.inference_mode():
-        x = torch.from_numpy(normalize(np.stack(clips), model.config.preprocessing))
-        embeddings = torch.cat([model.embed(x[i : i + 8]) for i in range(0, len(x), 8)])
+    with torch.inference_mode():  # one clip (16 frames) per call: faster on 2 cores than larger batches
+        prep = model.config.preprocessing
+        embeddings = torch.cat([model.embed(torch.from_numpy(normalize(clip[None], prep))) for clip in clips])
         logits = model.split()[1](embeddings)
     return Reference(clips=clips, embeddings=embeddings.numpy(), logits=logits.numpy())
 

@@ -3,6 +3,7 @@ model's events on real streams (real decoding, real OpenVINO)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def _replay(stream: AnnotatedStream, predicted: list[Span]) -> Replay:
         for i in range(round(p.start * stream.fps), round(p.end * stream.fps)):
             labels[i] = p.label
     events = [
-        ActionEvent("end", f"e{k}", "s", p.label, 0.9, 0.9, p.start, p.end, 0, 0, "label_changed")
+        ActionEvent("end", f"e{k}", "s", p.label, 0.9, 0.9, p.start, p.end, 0, 0, p.published, "label_changed")
         for k, p in enumerate(predicted)
     ]
     return Replay(labels, events)
@@ -56,6 +57,17 @@ def test_exact_hit_scores_perfectly():
     assert result["false_per_hour"] == 0.0
     assert result["frame_acc"] == 1.0 and result["flicker_per_min"] == 0.0
     assert result["per_class"]["open"]["event_recall"] == 1.0
+
+
+def test_start_delay_counts_from_when_the_start_was_published():
+    stream = _stream([Span("open", 10.0, 12.0)])
+    dated_back = Span("open", 10.1, 12.2, detected=10.6)  # found at 10.6 s, start estimated at 10.1 s
+    result = score([(stream, _replay(stream, [dated_back]))])
+    assert result["event_f1"] == 1.0  # matched by its estimated times
+    assert result["delay_p50_s"] == pytest.approx(0.6)  # what a user waited for the start
+    assert result["start_lag_p50_s"] == pytest.approx(0.1) and result["end_lag_p50_s"] == pytest.approx(0.2)
+    late = score([(stream, _replay(stream, [Span("open", 10.6, 12.2)]))])  # not dated back: starts when found
+    assert late["delay_p50_s"] == late["start_lag_p50_s"] == pytest.approx(0.6)
 
 
 def test_iou_just_below_the_threshold_is_a_miss_and_a_false_event():
@@ -334,25 +346,41 @@ def test_one_recognizer_records_stream_after_stream_as_if_each_were_the_first(ti
 def test_policy_sweep_replays_label_policies_and_event_rules(tiny_stream, tmp_path):
     sweep = [sys.executable, str(ROOT / "benchmarks" / "online_sweep.py"), str(SHIPPED_INT8), str(tiny_stream)]
     out = subprocess.run(
-        [*sweep, "--policy", "none,0.5,0", "--policy", "none,0.5,0,1.5,0.3", "--json", str(tmp_path / "sweep.json"),
+        [*sweep, "--policy", "none,0.5,0", "--policy", "none,0.5,0,1.5,0.3", "--policy", "none,0.5,0,1.5,0.3,0.2",
+         "--json", str(tmp_path / "sweep.json"),
          "--png", str(tmp_path / "sweep.png")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    rows = {(r["merge_gap"], r["end_offset"]): r for r in json.loads((tmp_path / "sweep.json").read_text())}
-    assert set(rows) == {(0.0, 0.0), (1.5, 0.3)} and (tmp_path / "sweep.png").stat().st_size > 10_000
-    plain, merged = rows[(0.0, 0.0)], rows[(1.5, 0.3)]
-    assert plain["predicted"] == merged["predicted"] == plain["events"] == 1  # this stream: one action, found
+    results = json.loads((tmp_path / "sweep.json").read_text())
+    rows = {(r["merge_gap"], r["end_offset"], r["start_offset"]): r for r in results}
+    assert set(rows) == {(0.0, 0.0, 0.0), (1.5, 0.3, 0.0), (1.5, 0.3, 0.2)}
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    plain, merged, dated = rows[(0.0, 0.0, 0.0)], rows[(1.5, 0.3, 0.0)], rows[(1.5, 0.3, 0.2)]
+    assert plain["predicted"] == merged["predicted"] == dated["predicted"] == plain["events"] == 1  # one action, found
     assert merged["end_lag_p50_s"] == pytest.approx(plain["end_lag_p50_s"] - 0.3, abs=1 / 25)  # one frame
-    bad = subprocess.run([*sweep, "--policy", "none,0.9,0.2,-1,0"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "need merge_gap >= 0" in bad.stderr and "Traceback" not in bad.stderr
+    assert dated["start_lag_p50_s"] == pytest.approx(merged["start_lag_p50_s"] - 0.2, abs=1 / 25)
+    assert dated["delay_p50_s"] == merged["delay_p50_s"]  # published at the same frame
+    for wrong, message in (("none,0.9,0.2,-1,0", "merge_gap must be >= 0"), ("none,0.9,0.2,1", "3 numbers")):
+        bad = subprocess.run([*sweep, "--policy", wrong], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     full = subprocess.run([*sweep, "--json", str(tmp_path / "all.json")], capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr
     grid = json.loads((tmp_path / "all.json").read_text())
-    defaults = [r for r in grid if (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"])
-                == ("none", MONITOR_POLICY.threshold, MONITOR_POLICY.hold_seconds, MONITOR_EVENT_RULES.merge_gap,
-                    MONITOR_EVENT_RULES.end_offset)]  # fmt: skip
-    assert len(defaults) == 1 and len(grid) > 100  # the whole grid, and the monitor's defaults wherever they rank
+    rules = MONITOR_EVENT_RULES
+    defaults = [r for r in grid if (r["smoothing"], r["threshold"], r["hold"], r["merge_gap"], r["end_offset"],
+                                    r["start_offset"])
+                == ("none", MONITOR_POLICY.threshold, MONITOR_POLICY.hold_seconds, rules.merge_gap, rules.end_offset,
+                    rules.start_offset)]  # fmt: skip
+    assert len(defaults) == 1  # the monitor's defaults wherever they rank
+    spec = importlib.util.spec_from_file_location("online_sweep", ROOT / "benchmarks" / "online_sweep.py")
+    online_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(online_sweep)
+    # the whole grid: every label policy with plain events, and every other rule set for each of the best few
+    label_policies = len(online_sweep.SMOOTHINGS) * len(online_sweep.THRESHOLDS) * len(online_sweep.HOLDS)
+    rule_sets = len(online_sweep.MERGE_GAPS) * len(online_sweep.END_OFFSETS) * len(online_sweep.START_OFFSETS)
+    expected = label_policies + online_sweep.RULES_FOR_BEST * (rule_sets - 1)
+    assert len(grid) - expected in (0, 1), (len(grid), expected)  # + 1: the defaults, when not among them
 
 
 def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):

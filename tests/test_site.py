@@ -14,6 +14,7 @@ model = "models/int8"
 events = "events.jsonl"
 threshold = 0.7
 merge_gap = 0.5
+start_offset = 0.4
 pace = false
 decode_every = 2
 matmul_as_conv = "off"
@@ -60,7 +61,8 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
     assert args.model == tmp_path / "models/int8" and args.events == tmp_path / "events.jsonl"
     assert (args.mqtt, args.ha_discovery) == ("mqtt://broker.lan:1883/site1/vtn", "homeassistant")
     assert (args.save_clips, args.clip_before, args.clip_after) == (tmp_path / "clips", 2, 3.0)
-    assert args.no_pace is True and args.threshold == 0.7 and (args.merge_gap, args.end_offset) == (0.5, 0.3)
+    assert args.no_pace is True and args.threshold == 0.7 and (args.merge_gap, args.end_offset) == (0.5, 0.2)
+    assert args.start_offset == 0.4
     assert args.decode_every == 2 and args.matmul_as_conv == "off"
     assert args.source == ["rtsp://10.0.0.21:554/stream1", "rtsp://10.0.0.22:554/stream1"]
     assert args.name == ["door", "till"]
@@ -93,6 +95,7 @@ def test_flags_override_the_file(tmp_path):
         ("smoothing = \"median\"\n", r"line 1: 'smoothing' is 'median'; choose one of: mean, ema, none"),
         ("hold = -1\n", r"line 1: 'hold' must not be negative"),
         ("merge_gap = -0.5\n", r"line 1: 'merge_gap' must not be negative"),
+        ("start_offset = -0.1\n", r"line 1: 'start_offset' must not be negative"),
         ("model = \"m\"\ndecode_every = 0\n", r"line 2: 'decode_every' is 1 \(every window\) or more, got 0"),
         ("decode_every = 1.5\n", r"line 1: 'decode_every' must be a whole number, got 1.5"),
         ("matmul_as_conv = \"yes\"\n", r"line 1: 'matmul_as_conv' is 'yes'; choose one of: auto, on, off"),

@@ -97,7 +97,7 @@ def test_rtsp_frames_carry_the_streams_timestamps_not_their_arrival(shared_data)
 
 # ---------------------------------------------------------------------- clips at the real speed
 def _event(kind: str, start: float, end: float | None) -> ActionEvent:
-    return ActionEvent(kind, "cam-1-1", "cam", "wave", 0.9, 0.9, start, end, 1, None if end is None else 2)
+    return ActionEvent(kind, "cam-1-1", "cam", "wave", 0.9, 0.9, start, end, 1, None if end is None else 2, start)
 
 
 def test_a_clip_lasts_as_long_as_its_event_even_when_frames_were_dropped(tmp_path):
@@ -121,3 +121,34 @@ def test_a_clip_lasts_as_long_as_its_event_even_when_frames_were_dropped(tmp_pat
     duration = 0.2 + 60 * PERIOD + 0.4  # before, the event (frames 10 .. 70), after
     assert fps == pytest.approx(25.0)
     assert abs(count / fps - duration) <= 2 * PERIOD + 1e-9, (count, duration)  # within a frame or two
+
+
+def _first_clip_frame(folder, start_offset_s: float) -> tuple[int, float]:
+    """A clip of an event whose label appeared 2.48 s after its dated-back start (frame 20): the
+    first frame's grey level (40 + its index) and the clip's length."""
+    options = ClipOptions(folder, before_s=0.2, after_s=0.4, start_offset_s=start_offset_s)
+    recorder = ClipRecorder("cam", options, fps=25.0)
+    start = 100.0
+    event = replace(_event("start", start + 20 * PERIOD, None), detected_time=start + 82 * PERIOD)
+    for k in range(100):
+        recorder.add(np.full((48, 64, 3), 40 + k, np.uint8), start + k * PERIOD)
+        if k == 82:
+            path = recorder.start(event)
+        if k == 92:
+            recorder.end(replace(event, event="end", end_time=start + 90 * PERIOD, end_frame=90))
+    recorder.close()
+    capture = cv2.VideoCapture(str(path))
+    ok, first = capture.read()
+    seconds = capture.get(cv2.CAP_PROP_FRAME_COUNT) / capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    assert ok
+    return int(first.mean().round()), seconds
+
+
+def test_a_clip_keeps_its_before_part_when_the_start_was_dated_back(tmp_path):
+    level, seconds = _first_clip_frame(tmp_path / "kept", start_offset_s=2.5)
+    assert abs(level - (40 + 15)) <= 4  # frame 15, 0.2 s before the dated-back start (mp4v is lossy)
+    assert abs(seconds - (0.2 + 70 * PERIOD + 0.4)) <= 2 * PERIOD + 1e-9
+    # a recorder that does not know starts are dated back keeps too little: the before part is cut
+    level, seconds = _first_clip_frame(tmp_path / "cut", start_offset_s=0.0)
+    assert level >= 40 + 20 and seconds < 0.2 + 70 * PERIOD + 0.4 - 5 * PERIOD

@@ -131,7 +131,7 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
             title = (
                 f"{recording.stream.name}: {args.model.name}, {args.smoothing} smoothing, "
                 f"threshold {policy.threshold}, hold {policy.hold_seconds} s, merge gap {rules.merge_gap} s, "
-                f"end offset {rules.end_offset} s"
+                f"start / end offset {rules.start_offset} / {rules.end_offset} s"
             )
             draw_timeline(
                 recording,

@@ -8,7 +8,8 @@ the ones the monitor would publish.
 
 Matching (ActivityNet-style): a predicted event matches an annotated one of the same label when
 their temporal IoU is at least 0.3, one-to-one, greedily by IoU. Metrics: event precision,
-recall and F1 (IoU 0.3; F1 at 0.5 too), start delay and end lag over matched events, false
+recall and F1 (IoU 0.3; F1 at 0.5 too), start delay (from the moment the start was published,
+`ActionEvent.detected_time`), start and end lag (estimated minus annotated) over matched events, false
 events per hour of idle time, per-frame accuracy (idle = no label) and flicker (label changes
 per minute beyond those the annotation has). Event F1 comes with a 95% interval from a bootstrap
 over streams (`f1_interval`), and the JSON has each stream's counts, so two runs on the same
@@ -41,6 +42,11 @@ class Span:
     label: str
     start: float  # seconds
     end: float
+    detected: float | None = None  # a predicted event: when its start was published (None: at `start`)
+
+    @property
+    def published(self) -> float:
+        return self.start if self.detected is None else self.detected
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,8 @@ class _Tally:
     predicted: int = 0
     matched: int = 0
     matched_strict: int = 0
-    delays: list[float] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)  # start published minus annotated start
+    start_lags: list[float] = field(default_factory=list)  # estimated start minus annotated start
     end_lags: list[float] = field(default_factory=list)
 
     def scores(self) -> dict[str, float | int | None]:
@@ -243,6 +250,7 @@ class _Tally:
             "event_f1_iou50": _f1(self.truth, self.predicted, self.matched_strict),
             "delay_p50_s": _quantile(self.delays, 0.5),
             "delay_p90_s": _quantile(self.delays, 0.9),
+            "start_lag_p50_s": _quantile(self.start_lags, 0.5),
             "end_lag_p50_s": _quantile(self.end_lags, 0.5),
             "events": self.truth,
             "predicted": self.predicted,
@@ -258,7 +266,7 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def event_spans(events: Sequence[ActionEvent]) -> list[Span]:
-    return [Span(e.label, e.start_time, e.end_time) for e in events]
+    return [Span(e.label, e.start_time, e.end_time, e.detected_time) for e in events]
 
 
 @dataclass(frozen=True)
@@ -338,7 +346,8 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
             for i, j in pairs:
                 tally = tally_of(stream.truth[i].label)
                 tally.matched += 1
-                tally.delays.append(predicted[j].start - stream.truth[i].start)
+                tally.delays.append(predicted[j].published - stream.truth[i].start)
+                tally.start_lags.append(predicted[j].start - stream.truth[i].start)
                 tally.end_lags.append(predicted[j].end - stream.truth[i].end)
             for i, _ in strict:
                 tally_of(stream.truth[i].label).matched_strict += 1
@@ -400,11 +409,13 @@ def online_table(result: dict) -> str:
     no_ci = " (no CI: one stream)" if r["streams"] < 2 and r["event_f1"] is not None else ""
     head = format_table(
         ["streams", "hours", "events", "precision", "recall", "F1 (95% CI)", "F1@0.5", "delay p50/p90 s",
-         "end lag p50 s", "false/h idle", "frame acc", "flicker/min"],
+         "start / end lag p50 s", "false/h idle", "frame acc", "flicker/min"],
         [(r["streams"], f"{r['hours']:.2f}", r["events"], fmt(r["event_precision"], True),
           fmt(r["event_recall"], True), f"{fmt(r['event_f1'], True)}{fmt_interval(r['event_f1_ci95']) or no_ci}",
           fmt(r["event_f1_iou50"], True),
-          f"{fmt(r['delay_p50_s'])} / {fmt(r['delay_p90_s'])}", fmt(r["end_lag_p50_s"]), fmt(r["false_per_hour"]),
+          f"{fmt(r['delay_p50_s'])} / {fmt(r['delay_p90_s'])}",
+          f"{fmt(r['start_lag_p50_s'])} / {fmt(r['end_lag_p50_s'])}",
+          fmt(r["false_per_hour"]),
           fmt(r["frame_acc"], True), fmt(r["flicker_per_min"]))],
     )  # fmt: skip
     rows = [

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +248,9 @@ class Monitor:
                 self.streams.append(stream)
                 policies.append(stream.policy)
             self.cameras.append(camera)
-        self.clips = ClipSink(config.clips) if config.clips is not None else None
+        self.clips = None
+        if config.clips is not None:  # a clip's before part counts from the dated-back start
+            self.clips = ClipSink(replace(config.clips, start_offset_s=config.event_rules.start_offset))
         snapshots = None
         if config.snapshots is not None:
             snapshots = SnapshotSink({(s.camera_name, s.zone.name): s.snapshots for s in self.streams})

@@ -37,6 +37,7 @@ class ClipOptions:
     after_s: float = 3.0
     max_s: float = 60.0  # a long event gets its first minute
     max_gap_s: float = 2.0  # a longer gap (an outage) is not filled with a still frame
+    start_offset_s: float = 0.0  # how far event starts are dated back (EventRules.start_offset)
 
 
 @dataclass
@@ -76,8 +77,10 @@ class ClipRecorder:
         """Every processed frame, in order (the monitor's loop)."""
         with self._lock:
             self._recent.append((timestamp, frame))
-            # an event is known a few frames after it started: keep what its "before" part needs then
-            while self._recent and self._recent[0][0] < timestamp - self.options.before_s - KNOWN_LATE_S:
+            # an event is known a few frames after its label appeared, and its start is dated back
+            # before that: keep what its "before" part needs then
+            keep_s = self.options.before_s + self.options.start_offset_s + KNOWN_LATE_S
+            while self._recent and self._recent[0][0] < timestamp - keep_s:
                 self._recent.popleft()
             targets = []
             for event_id, clip in list(self._clips.items()):

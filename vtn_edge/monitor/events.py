@@ -44,22 +44,29 @@ class EventRules:
     reason: the monitor cannot know whether the label would have come back.
     end_offset: seconds taken off that end time. The causal window still holds an action for a
     while after it ends, so the label goes late; the end time is the estimate of when it ended
-    (never before the start: an event shorter than the offset ends where it starts). Start times
-    are never moved: an event starts when the monitor publishes its start.
+    (never before the start: an event shorter than the offset ends where it starts).
+    start_offset: seconds the start time is dated back from the frame where the label appeared.
+    The window needs part of an action before it names it, so the label appears late too; the
+    start time is the estimate of when the action began (never before the stream's first frame
+    or the end of the previous event). The start is still published when the label appears;
+    `ActionEvent.detected_time` says when that was.
     """
 
     merge_gap: float = 0.0
     end_offset: float = 0.0
+    start_offset: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.merge_gap < 0 or self.end_offset < 0:
-            raise VtnEdgeError(f"need merge_gap >= 0 and end_offset >= 0 (seconds), got {self}")
+        for name in ("merge_gap", "end_offset", "start_offset"):
+            value = getattr(self, name)
+            if not value >= 0:  # also refuses NaN
+                raise VtnEdgeError(f"event rules: {name} must be >= 0 seconds, got {value}")
 
 
 PLAIN_EVENTS = EventRules()  # an event is exactly a run of one label
 # What the monitor (and `vtn_edge evaluate --online`) uses unless told otherwise: chosen with the
 # label policy by `benchmarks/online_sweep.py` on the stream benchmark's validation seed.
-MONITOR_EVENT_RULES = EventRules(merge_gap=1.0, end_offset=0.3)
+MONITOR_EVENT_RULES = EventRules(merge_gap=1.0, end_offset=0.2, start_offset=0.7)
 
 
 def add_event_flags(group) -> None:
@@ -73,11 +80,16 @@ def add_event_flags(group) -> None:
         "--end-offset", type=float, default=default.end_offset,
         help=f"seconds taken off an event's end time for the window's lag (default {default.end_offset})",
     )  # fmt: skip
+    group.add_argument(
+        "--start-offset", type=float, default=default.start_offset,
+        help="seconds an event's start time is dated back from the frame where its label appeared, for "
+        f"the window's lag; the start is still published at that frame (default {default.start_offset})",
+    )  # fmt: skip
 
 
 def rules_from_flags(args) -> EventRules:
     """The rules that `add_event_flags` flags (or their site-file keys) ask for."""
-    return EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset)
+    return EventRules(merge_gap=args.merge_gap, end_offset=args.end_offset, start_offset=args.start_offset)
 
 
 def iso_time(seconds: float | None) -> str | None:
@@ -94,10 +106,11 @@ class ActionEvent:
     label: str
     score: float  # mean score of the label over the event's frames so far
     max_score: float
-    start_time: float  # wall-clock seconds
+    start_time: float  # wall-clock seconds: the estimated start (EventRules.start_offset)
     end_time: float | None
     start_frame: int  # frame indices count the frames the monitor processed for this source
     end_frame: int | None
+    detected_time: float  # when the label appeared and the start was published
     reason: str | None = None  # for "end": label_changed, source_lost, source_ended, shutdown
     host: str = ""
     clip: str | None = None
@@ -109,6 +122,7 @@ class ActionEvent:
         d = {"source": d.pop("source"), "zone": d.pop("zone"), **d}  # who first, then what and when
         d = {"event": d.pop("event"), "id": d.pop("id"), **d}
         d["start_time"], d["end_time"] = iso_time(self.start_time), iso_time(self.end_time)
+        d["detected_time"] = iso_time(self.detected_time)
         d["duration_s"] = None if self.end_time is None else round(self.end_time - self.start_time, 3)
         d["score"], d["max_score"] = round(self.score, 4), round(self.max_score, 4)
         return d
@@ -153,6 +167,7 @@ class EventTracker:
         self._label: str | None = None
         self._gone: tuple[int, float] | None = None  # (last labelled frame, time) once the open event's label went
         self._recent: deque[tuple[int, float]] = deque(maxlen=512)  # (frame index, time) of recent predictions
+        self._last_end: tuple[int, float] | None = None  # (frame, time) where the previous event ended
 
     @property
     def current(self) -> ActionEvent | None:
@@ -173,12 +188,22 @@ class EventTracker:
                 self._follow(label, p)
             if label is not None and self._open is None:
                 event_id = f"{self._prefix}-{p.frame_index}-{int(p.timestamp * 1000)}"
+                start_frame, start_time = self._earliest(p.timestamp - self.rules.start_offset)
                 self._open = ActionEvent(
-                    "start", event_id, self.source, label, p.score, p.score, p.timestamp, None, p.frame_index, None,
-                    host=self._host, zone=self.zone,
+                    "start", event_id, self.source, label, p.score, p.score, start_time, None, start_frame, None,
+                    p.timestamp, host=self._host, zone=self.zone,
                 )  # fmt: skip
                 self._score_sum, self._frames = p.score, 1
                 self._emit(self._open)
+
+    def _earliest(self, wanted: float) -> tuple[int, float]:
+        """(frame, time) of the first recent frame at or after `wanted`, but not before the end of
+        the previous event (events of one stream never overlap) nor before the first frame seen."""
+        floor = self._last_end
+        for frame, when in self._recent:
+            if when >= wanted - CLOCK_TOLERANCE_S and (floor is None or (frame, when) >= floor):
+                return frame, when
+        return self._recent[-1]
 
     def _follow(self, label: str | None, p: Prediction) -> None:
         """The open event meets the newest label: it goes on, waits out the gap, or ends."""
@@ -220,6 +245,7 @@ class EventTracker:
             reason=reason,
         )
         self._open, self._gone = None, None
+        self._last_end = (event.end_frame, event.end_time)
         self._emit(event)
 
 

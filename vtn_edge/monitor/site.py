@@ -55,6 +55,7 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "hold": (_NUMBER, "hold"),
     "merge_gap": (_NUMBER, "merge_gap"),
     "end_offset": (_NUMBER, "end_offset"),
+    "start_offset": (_NUMBER, "start_offset"),
     "loop": ((bool,), "loop"),
     "pace": ((bool,), "no_pace"),  # inverted below
     "open_timeout": (_NUMBER, "open_timeout"),
