@@ -643,6 +643,19 @@ def test_event_rules_date_the_start_back_by_the_window_lag():
     with pytest.raises(VtnEdgeError, match="event rules: start_offset must be >= 0 seconds, got -0.1"):
         EventRules(start_offset=-0.1)
 
+    # a start is never dated back across an outage: the camera went (no event open) and came back
+    for outage in (True, False):
+        got.clear()
+        tracker = EventTracker("cam", got.append, host="box", rules=EventRules(start_offset=2.0))
+        for i in range(40):
+            tracker.update(_prediction(i, None))
+        if outage:
+            tracker.close("source_lost")
+        for i in range(40, 44):
+            tracker.update(_prediction(i, "wave" if i == 43 else None))
+        # without the outage, 2 s (50 frames) back from frame 43 is clamped at the first frame seen
+        assert got[0].start_frame == (40 if outage else 0)
+
 
 def test_live_source_drops_frames_a_slow_consumer_cannot_take(shared_data):
     options = LiveOptions(pace=False)

@@ -48,7 +48,7 @@ class EventRules:
     start_offset: seconds the start time is dated back from the frame where the label appeared.
     The window needs part of an action before it names it, so the label appears late too; the
     start time is the estimate of when the action began (never before the stream's first frame
-    or the end of the previous event). The start is still published when the label appears;
+    since it (re)started, nor before the end of the previous event). The start is still published when the label appears;
     `ActionEvent.detected_time` says when that was.
     """
 
@@ -198,7 +198,8 @@ class EventTracker:
 
     def _earliest(self, wanted: float) -> tuple[int, float]:
         """(frame, time) of the first recent frame at or after `wanted`, but not before the end of
-        the previous event (events of one stream never overlap) nor before the first frame seen."""
+        the previous event (events of one stream never overlap) nor before the first frame seen
+        since the stream (re)started."""
         floor = self._last_end
         for frame, when in self._recent:
             if when >= wanted - CLOCK_TOLERANCE_S and (floor is None or (frame, when) >= floor):
@@ -220,16 +221,18 @@ class EventTracker:
             self._close(LABEL_CHANGED)
 
     def close(self, reason: str, when: float | None = None) -> None:
-        """End the open event, if any (the camera went away, the file ended, the monitor stops)."""
+        """End the open event, if any (the camera went away, the file ended, the monitor stops;
+        the monitor calls it on every reconnect too)."""
         with self._lock:
-            if self._open is None:
-                return
-            if self._gone is not None:  # waiting out the gap: it ends when its label went, for `reason`
-                self._close(reason)
-                return
-            frame, last_time = self._recent[-1]
-            self._gone = (frame, when if when is not None else last_time)
-            self._close(reason, lagging=False)  # still labelled when the source went: no lag to take off
+            if self._open is not None and self._gone is not None:
+                self._close(reason)  # waiting out the gap: it ends when its label went, for `reason`
+            elif self._open is not None:
+                frame, last_time = self._recent[-1]
+                self._gone = (frame, when if when is not None else last_time)
+                self._close(reason, lagging=False)  # still labelled when the source went: no lag to take off
+            # the stream's history ends here: a later event's start is never dated back across an outage
+            self._recent.clear()
+            self._last_end = None
 
     def _close(self, reason: str, lagging: bool = True) -> None:
         end_frame, end_time = self._gone
