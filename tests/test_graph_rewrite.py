@@ -148,9 +148,16 @@ def test_the_flag_reaches_what_the_recognizer_compiles(shared_data):
         assert layers.count("FullyConnected") == fully_connected, choice
 
     clip = shared_data / "videos" / "arm_wrestling.mp4"
-    runs = {}
-    for choice in ("on", "off"):
-        with StreamingRecognizer(model, options=CompileOptions(matmul_as_conv=choice)) as rec:
-            runs[choice] = list(rec.run(clip))
-    assert [p.label for p in runs["on"]] == [p.label for p in runs["off"]]
-    assert max(abs(a.score - b.score) for a, b in zip(runs["on"], runs["off"])) < 2e-3
+    # in f32 the two forms compute the same; at the default execution (bf16 on CPUs that have it)
+    # their roundings differ, and only frames whose top two classes are near tied may flip
+    for hint, tolerance in (("f32", 2e-3), (None, 1e-2)):
+        runs = {}
+        for choice in ("on", "off"):
+            with StreamingRecognizer(model, options=CompileOptions(matmul_as_conv=choice, precision_hint=hint)) as rec:
+                runs[choice] = list(rec.run(clip))
+        decisive = [i for i, p in enumerate(runs["off"]) if len(p.top_k) < 2 or p.top_k[0][1] - p.top_k[1][1] > 0.05]
+        assert len(decisive) > 0.8 * len(runs["off"])
+        assert [runs["on"][i].label for i in decisive] == [runs["off"][i].label for i in decisive], hint
+        if hint == "f32":
+            assert [p.label for p in runs["on"]] == [p.label for p in runs["off"]]
+        assert max(abs(a.score - b.score) for a, b in zip(runs["on"], runs["off"])) < tolerance, hint
