@@ -48,8 +48,8 @@ class EventRules:
     start_offset: seconds the start time is dated back from the frame where the label appeared.
     The window needs part of an action before it names it, so the label appears late too; the
     start time is the estimate of when the action began (never before the stream's first frame
-    since it (re)started, nor before the end of the previous event). The start is still published when the label appears;
-    `ActionEvent.detected_time` says when that was.
+    since it (re)started, nor before the end of the previous event). The start is still
+    published when the label appears; `ActionEvent.detected_time` says when that was.
     """
 
     merge_gap: float = 0.0
