@@ -642,6 +642,8 @@ def test_event_rules_date_the_start_back_by_the_window_lag():
     assert json.loads(got[-1].to_json())["detected_time"].startswith("1970-01-01T00:16:41.280")
     with pytest.raises(VtnEdgeError, match="event rules: start_offset must be >= 0 seconds, got -0.1"):
         EventRules(start_offset=-0.1)
+    with pytest.raises(VtnEdgeError, match="event rules: end_offset must be >= 0 seconds, got nan"):
+        EventRules(end_offset=float("nan"))
 
     # a start is never dated back across an outage: the camera went (no event open) and came back
     for outage in (True, False):
