@@ -4,8 +4,7 @@ The model runs once per stream; every policy is replayed over the recorded proba
 runtime's own stabiliser and the monitor's own event tracker (`vtn_edge.online`). First every label
 policy with plain events (no merge gap, no offsets); then, for the best few of them, every
 combination of event rules (merge gap x end offset x start offset); and the monitor's defaults
-wherever they rank. Prints the
-precision / recall / delay table and draws the trade-off as a PNG.
+wherever they rank. Prints the precision / recall / delay table and draws the trade-off as a PNG.
 
     python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
 """

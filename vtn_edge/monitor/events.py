@@ -16,7 +16,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
@@ -57,10 +57,10 @@ class EventRules:
     start_offset: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("merge_gap", "end_offset", "start_offset"):
-            value = getattr(self, name)
+        for rule in fields(self):
+            value = getattr(self, rule.name)
             if not value >= 0:  # also refuses NaN
-                raise VtnEdgeError(f"event rules: {name} must be >= 0 seconds, got {value}")
+                raise VtnEdgeError(f"event rules: {rule.name} must be >= 0 seconds, got {value}")
 
 
 PLAIN_EVENTS = EventRules()  # an event is exactly a run of one label
