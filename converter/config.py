@@ -15,6 +15,8 @@ from vtn_edge.metadata import Preprocessing, decoder_length, uses_frame_pairs
 ARCHS = ("mobilenetv2", "resnet18", "resnet34", "resnet50", "se_resnext101_32x4d")
 MODALITIES = ("rgb", "rgbdiff", "stacked", "two_stream")
 SCHEDULES = ("plateau", "onecycle")
+LEAVE_OUT = "leave-out"
+AFTER_ACTION = (LEAVE_OUT, "background")  # stream windows an action fades out of: left out, or the background
 PRECISIONS = ("int8", "fp16", "fp32")  # what `converter build` writes
 INTERFACES = ("native", "omz")  # native: uint8 BGR NHWC frames in; omz: the Open Model Zoo reference interface
 FORMATS = ("ours", "original")  # checkpoint layouts

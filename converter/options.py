@@ -12,7 +12,7 @@ import argparse
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from converter.config import ARCHS, MODALITIES, SCHEDULES
+from converter.config import AFTER_ACTION, ARCHS, LEAVE_OUT, MODALITIES, SCHEDULES
 from vtn_edge.errors import VtnEdgeError
 
 
@@ -85,6 +85,14 @@ class TrainOptions:
         metavar="DATASET",
     )  # fmt: skip
     mix_share: float = _opt(0.25, "the share of each epoch's windows that --mix-clips gives")
+    after_action: str = _opt(
+        LEAVE_OUT, "with --data streams: an idle window that still shows 4-7 of its 16 frames of the action that "
+        "just ended is left out of training, or labelled with the background class", choices=AFTER_ACTION,
+    )  # fmt: skip
+    nuisance_weight: float = _opt(
+        1.0, "with --data streams: idle windows that show a nuisance the annotation names (a distractor, an "
+        "occlusion, camera shake) are drawn this many times as often as other idle windows", metavar="W",
+    )  # fmt: skip
     feature_noise: float = _opt(
         0.0, "with --freeze-encoder: Gaussian noise added to the cached features in training, as a fraction of "
         "each frame's feature RMS (an INT8 encoder moves its features by about 0.1)", metavar="SCALE",
@@ -131,6 +139,8 @@ class TrainOptions:
              f"--features-from caches an IR's features: {cached}"),
             (bool(self.features_from and self.tune_layers),
              "--features-from gives pooled features; it cannot be combined with --tune-layers"),
+            (not self.nuisance_weight > 0,
+             f"--nuisance-weight must be > 0 (1: no preference), got {self.nuisance_weight}"),
             (not 0 < self.mix_share < 1, f"--mix-share is a fraction of each epoch in (0, 1), got {self.mix_share}"),
         ]  # fmt: skip
 

@@ -160,12 +160,14 @@ class _Streams:
         """(the stream windows of an epoch, everything an epoch trains on, validation windows);
         `partner` (--reverse-pairs) reverses some of the trimmed clips, never a stream window."""
         background = self.labels.index(self.background)
-        cut = dict(window=opts.window, stride=opts.stride)
+        cut = dict(window=opts.window, stride=opts.stride, after_action=opts.after_action)
         train = label_windows(self.train, self.labels, self.background, step=1, **cut)
         val = label_windows(self.val, self.labels, self.background, step=4, **cut) if self.val else []
         log.info("stream windows: %d for training, %d for validation", len(train), len(val))
+        hard = sum(w.nuisance for w in train)
+        log.info("idle windows showing a nuisance: %d, drawn %g times as often", hard, opts.nuisance_weight)
         windows = StreamWindows(train_features, train, background, train=True, per_epoch=STREAM_WINDOWS_PER_EPOCH,
-                                seed=opts.seed, **shape)  # fmt: skip
+                                nuisance_weight=opts.nuisance_weight, seed=opts.seed, **shape)  # fmt: skip
         epoch: Dataset = windows
         if self.mix:
             clips: Dataset = FeatureWindows(mix_features, [i.label for i, _ in self.mix], train=True, **shape)
@@ -192,7 +194,13 @@ def _open_streams(opts: TrainOptions) -> _Streams:
     if opts.validation and not is_stream_folder(opts.validation):
         raise TrainError(f"--data {opts.data} holds streams, so --validation must too (a folder with {ANNOTATIONS})")
     val = load_streams(opts.validation, labels) if opts.validation else []
-    return _Streams(labels, background, load_streams(opts.data, labels), val, _mix_items(opts, labels))
+    train = load_streams(opts.data, labels)
+    if opts.nuisance_weight != 1 and not any(s.nuisances for s in train):
+        raise TrainError(
+            f"--nuisance-weight: the streams in {opts.data} name no nuisances in their annotation "
+            "(render them again with `converter dataset synth --streams`)"
+        )
+    return _Streams(labels, background, train, val, _mix_items(opts, labels))
 
 
 def _mix_items(opts: TrainOptions, labels: tuple[str, ...]) -> list[tuple[VideoItem, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -114,6 +115,23 @@ def test_no_predictions_and_predictions_in_an_empty_stream():
     assert result["events"] == 0 and result["event_recall"] is None
     assert result["false_per_hour"] == pytest.approx(2.0)
     assert result["frame_acc"] == pytest.approx(1 - 3 / 3600)
+
+
+def test_false_events_at_annotated_nuisances_are_counted_apart():
+    stream = replace(_stream([Span("open", 10, 12)]), nuisances=(Span("drift_by", 30, 33), Span("shake", 50, 51)))
+    predicted = [
+        Span("open", 10.1, 12.2),  # matched: never a false event, nuisance or not
+        Span("fade_out", 33.5, 34.5),  # after the distractor left, while it is still in the window
+        Span("close", 40, 41),  # far from any nuisance
+        Span("zoom_in", 49, 50.2),  # during the shake
+        Span("empty", 52.2, 53),  # more than a window after the shake ended
+    ]
+    result = score([(stream, _replay(stream, predicted))])
+    assert result["false_events"] == 4 and result["false_at_nuisances"] == 2
+    assert "was in view: 2 of 4" in online_table(result)
+    plain = _stream([Span("open", 10, 12)])  # no nuisances annotated: nothing to count them against
+    result = score([(plain, _replay(plain, predicted))])
+    assert result["false_at_nuisances"] is None and "was in view" not in online_table(result)
 
 
 def test_f1_interval_resamples_streams_and_pairs_two_runs():
@@ -227,6 +245,21 @@ def test_streams_and_annotations_are_deterministic_and_follow_the_layout(tmp_pat
     assert [s.frames for s in streams] == [db2[n]["frames"] for n in sorted(db2)]
 
 
+def test_nuisances_are_annotated_in_idle_time_and_read_back(tmp_path):
+    plan = synth_streams.plan_stream(seed=21, index=0, seconds=10)
+    assert plan.nuisances  # this stream has an occlusion and a shake
+    entry = plan.annotation("validation")
+    assert [n["kind"] for n in entry["nuisances"]] == [n.kind for n in plan.nuisances]
+    for n in entry["nuisances"]:  # never during an action: a nuisance is what idle time looks like
+        (start, end) = n["segment"]
+        assert all(end <= a["segment"][0] or start >= a["segment"][1] for a in entry["annotations"])
+    path = synth_streams.write_streams(tmp_path, streams=1, seconds=10, seed=21, progress=False)
+    (stream,) = load_streams(tmp_path, synth_streams.CORE_CLASSES)
+    assert [(s.label, s.start, s.end) for s in stream.nuisances] == [
+        (n["kind"], *n["segment"]) for n in json.loads(path.read_text())["database"]["stream_0000"]["nuisances"]
+    ]
+
+
 def test_synth_streams_bad_options_are_clear_errors(tmp_path):
     for args, message in (
         (["--streams", "0"], "--streams must be >= 1"),
@@ -271,6 +304,7 @@ def test_bad_stream_folders_name_the_file_and_what_was_expected(tmp_path, tiny_s
         "frames": ({**entry, "frames": entry["frames"] + 5}, f"has {entry['frames']} frames"),
         "fps": ({**entry, "fps": 12}, "but .*annotations.json says"),
         "layout": ({"fps": 25}, "needs 'fps', 'frames' and 'annotations'"),
+        "nuisances": ({**entry, "nuisances": [{"segment": [1, 2]}]}, "'nuisances' must be"),
     }
     for name, (bad, message) in cases.items():
         _write_annotations(tmp_path / name, {"stream_0000": bad})
@@ -300,15 +334,44 @@ def test_window_labels_follow_the_newest_frame_with_enough_of_the_action():
     assert window_label(ids, window(149 + 2 * (16 - END_HOLD_FRAMES + 1)), actions, background) is None
     assert window_label(ids, window(149 + 2 * (16 - MIN_ACTION_FRAMES)), actions, background) is None
     assert window_label(ids, window(149 + 2 * (16 - MIN_ACTION_FRAMES + 1)), actions, background) == background
+    # --after-action background: the windows the action is fading out of say "nothing" instead
+    for newest in (149 + 2 * (16 - END_HOLD_FRAMES + 1), 149 + 2 * (16 - MIN_ACTION_FRAMES)):
+        assert window_label(ids, window(newest), actions, background, "background") == background
+    assert window_label(ids, window(149 + 2 * (16 - END_HOLD_FRAMES)), actions, background, "background") == 7
+    assert window_label(ids, window(100 + 2 * (MIN_ACTION_FRAMES - 2)), actions, background, "background") is None
     ids[150:170] = 1  # a second action straight after the first: the window is the new one's once it shows
     assert window_label(ids, window(152), [7, 3], background) is None
     assert window_label(ids, window(156), [7, 3], background) == 3
 
-    stream = AnnotatedStream("s", Path("s.mp4"), 25.0, 200, (Span("open", 4.0, 6.0),))
+    stream = AnnotatedStream("s", Path("s.mp4"), 25.0, 200, (Span("open", 4.0, 6.0),), (Span("shake", 1.0, 1.4),))
     windows = label_windows([stream], ("open", "still"), "still", window=16, stride=2, step=1)
     assert {w.label for w in windows} == {0, 1} and all(w.start + 30 < 200 for w in windows)
+    # idle windows that show part of the shake (frames 25..34) are the hard ones; no action window is
+    hard = {w.start for w in windows if w.nuisance}
+    assert hard == {w.start for w in windows if w.label == 1 and w.start <= 34 and w.start + 30 >= 25}
     with pytest.raises(DataError, match="background class 'none'"):
         label_windows([stream], ("open", "still"), "none", window=16, stride=2, step=1)
+
+
+def test_idle_windows_showing_a_nuisance_are_drawn_as_often_as_asked():
+    pytest.importorskip("torch")
+    from converter.data.stream_windows import LabelledWindow, StreamWindows
+
+    # 300 action windows, 900 plain idle ones and 100 idle ones that show a nuisance
+    windows = [LabelledWindow(0, i, 0) for i in range(300)] + [
+        LabelledWindow(0, i, 1, nuisance=i >= 900) for i in range(1000)
+    ]  # fmt: skip
+    features = [np.zeros((1, 1100 + 32, 4), np.float32)]
+
+    def hard_share(weight: float) -> float:
+        data = StreamWindows(features, windows, 1, window=16, stride=2, difference=False, train=True,
+                             per_epoch=400, nuisance_weight=weight)  # fmt: skip
+        idle = [w for w in data.chosen if w.label == 1]
+        assert len(idle) == 200  # half of the epoch, whatever the weight
+        return sum(w.nuisance for w in idle) / len(idle)
+
+    assert 0.05 < hard_share(1.0) < 0.16  # as many as there are: 10%
+    assert 0.3 < hard_share(9.0) < 0.5  # 9 x 100 against 900, drawn without replacement: below half
 
 
 # ---------------------------------------------------------------------- the shipped model on streams
@@ -425,11 +488,23 @@ def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_st
         train(replace(opts, mix_clips=str(clips), mix_share=1.0))
     with pytest.raises(TrainError, match="reverses the --mix-clips clips only: add --mix-clips"):
         train(replace(opts, reverse_pairs=str(clips / "pairs.txt")))
+    with pytest.raises(TrainError, match="--nuisance-weight must be > 0"):
+        replace(opts, nuisance_weight=0.0)
+    with pytest.raises(TrainError, match="--after-action must be one of leave-out, background"):
+        replace(opts, after_action="drop")
+    plain = tmp_path / "plain"  # the same stream, its annotation without nuisances
+    shutil.copytree(tiny_stream, plain)
+    data = json.loads((plain / "annotations.json").read_text())
+    data["database"]["stream_0000"].pop("nuisances")
+    (plain / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(TrainError, match="name no nuisances in their annotation"):
+        train(replace(opts, data=str(plain), nuisance_weight=3.0))
     caplog.set_level("INFO", logger="converter.train")
     run = train(replace(opts, mix_clips=str(clips), mix_share=0.5, reverse_pairs=str(clips / "pairs.txt"),
-                        feature_noise=0.1))  # fmt: skip
+                        feature_noise=0.1, nuisance_weight=3.0, after_action="background"))  # fmt: skip
     repeats = round(STREAM_WINDOWS_PER_EPOCH / 40)  # half of each epoch: as many clips as stream windows
     assert f"trimmed clips: 40, each seen {repeats} times an epoch" in caplog.text
+    assert re.search(r"idle windows showing a nuisance: [1-9]\d*, drawn 3 times as often", caplog.text)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # the classifier carried over (same classes): the first epoch already labels most windows right
     assert metrics[0]["val_acc"] > 0.5

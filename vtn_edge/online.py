@@ -35,6 +35,7 @@ ANNOTATIONS = "annotations.json"
 IOU = 0.3
 IOU_STRICT = 0.5
 BOOTSTRAP_RESAMPLES = 2000
+NUISANCE_REACH_S = 1.0  # a nuisance stays in the decoder's one-second window this long after it ends
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class AnnotatedStream:
     fps: float
     frames: int
     truth: tuple[Span, ...]
+    nuisances: tuple[Span, ...] = ()  # idle-time happenings that are not actions (synthetic streams only)
 
     @property
     def duration(self) -> float:
@@ -110,11 +112,15 @@ def load_streams(root: str | Path, known_labels: Sequence[str]) -> list[Annotate
 def _stream(root: Path, path: Path, name: str, entry: dict, known: set[str]) -> AnnotatedStream:
     try:
         fps, frames = float(entry["fps"]), int(entry["frames"])
-        truth = tuple(Span(a["label"], float(a["segment"][0]), float(a["segment"][1])) for a in entry["annotations"])
+        truth = _spans(entry["annotations"], "label")
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(
             f"{path}: video {name} needs 'fps', 'frames' and 'annotations' [{{label, segment: [start, end]}}]: {exc}"
         ) from None
+    try:
+        nuisances = _spans(entry.get("nuisances", ()), "kind")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(f"{path}: video {name}: 'nuisances' must be [{{kind, segment: [start, end]}}]: {exc}") from None
     unknown = sorted({s.label for s in truth} - known)
     if unknown:
         raise DataError(f"{path}: video {name} is annotated with {', '.join(unknown)}, which the model does not know")
@@ -128,7 +134,11 @@ def _stream(root: Path, path: Path, name: str, entry: dict, known: set[str]) -> 
         raise DataError(
             f"{videos[0]} has {real_frames} frames at {real_fps:g} fps, but {path} says {frames} at {fps:g}"
         )
-    return AnnotatedStream(name, videos[0], fps, frames, truth)
+    return AnnotatedStream(name, videos[0], fps, frames, truth, nuisances)
+
+
+def _spans(entries: Sequence[dict], name: str) -> tuple[Span, ...]:
+    return tuple(Span(e[name], float(e["segment"][0]), float(e["segment"][1])) for e in entries)
 
 
 # ---------------------------------------------------------------------- recording and replaying
@@ -334,7 +344,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     """The metrics over all streams, overall and per class (JSON keys as documented)."""
     overall, per_class, counts = _Tally(), {}, []
     idle_s = total_s = 0.0
-    frames = correct = flicker = 0
+    frames = correct = flicker = at_nuisances = 0
     for stream, rep in streams:
         predicted = event_spans(rep.events)
         pairs, strict = match(stream.truth, predicted), match(stream.truth, predicted, IOU_STRICT)
@@ -351,6 +361,8 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
                 tally.end_lags.append(predicted[j].end - stream.truth[i].end)
             for i, _ in strict:
                 tally_of(stream.truth[i].label).matched_strict += 1
+        unmatched = set(range(len(predicted))) - {j for _, j in pairs}
+        at_nuisances += sum(_at_nuisance(predicted[j], stream.nuisances) for j in unmatched)
         counts.append(StreamCounts(stream.name, len(stream.truth), len(predicted), len(pairs)))
         total_s += stream.duration
         idle_s += stream.duration - sum(t.end - t.start for t in stream.truth)
@@ -363,7 +375,10 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     false_events = sum(c.predicted - c.matched for c in counts)
     result.update(
         event_f1_ci95=None if interval is None else list(interval),
+        false_events=false_events,
         false_per_hour=false_events / (idle_s / 3600) if idle_s > 0 else None,
+        # of the false events, those while an annotated nuisance was in view (None: none annotated)
+        false_at_nuisances=at_nuisances if any(stream.nuisances for stream, _ in streams) else None,
         frame_acc=correct / frames if frames else None,
         flicker_per_min=flicker / (total_s / 60) if total_s else None,
         streams=len(streams),
@@ -372,6 +387,10 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
         per_stream=[asdict(c) for c in counts],
     )
     return result
+
+
+def _at_nuisance(event: Span, nuisances: Sequence[Span]) -> bool:
+    return any(event.start < n.end + NUISANCE_REACH_S and n.start < event.end for n in nuisances)
 
 
 def _changes(labels: Sequence[str | None]) -> int:
@@ -424,4 +443,9 @@ def online_table(result: dict) -> str:
         for label, c in r["per_class"].items()
     ]  # fmt: skip
     classes = format_table(["class", "events", "predicted", "precision", "recall", "F1", "delay p50 s"], rows)
+    if r.get("false_at_nuisances") is not None:
+        head += (
+            "\n\nFalse events while an annotated nuisance (distractor, occlusion, shake) was in view: "
+            f"{r['false_at_nuisances']} of {r['false_events']}"
+        )
     return f"{head}\n\n{classes}"

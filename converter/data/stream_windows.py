@@ -10,8 +10,11 @@ seen nothing later):
   the window) sampled frames of the latest action: that action (a window mostly of one action
   is that action, as in a trimmed clip);
 - the newest sampled frame is idle and the window holds MIN_ACTION_FRAMES to END_HOLD_FRAMES - 1
-  frames of the latest action: left out (the action is fading out of the window);
+  frames of the latest action: left out (the action is fading out of the window), or the
+  background class with `after_action="background"`;
 - otherwise: the background class (`still`), which never raises an event.
+An idle window that shows part of a nuisance the annotation names (a distractor drifting through,
+an occlusion, camera shake) is marked, so that training can draw such hard negatives more often.
 At stride 2 and 25-30 fps that is about 0.3 s of an action before its label is asked for, and
 about 0.6 s after its end before "no action" is.
 """
@@ -25,9 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from converter.config import LEAVE_OUT
 from converter.embedding_cache import window_features
 from vtn_edge.errors import DataError
-from vtn_edge.online import AnnotatedStream
+from vtn_edge.online import AnnotatedStream, Span
 from vtn_edge.video import sampled_span
 
 MIN_ACTION_FRAMES = 4
@@ -40,17 +44,32 @@ class LabelledWindow:
     video: int
     start: int  # first sampled frame
     label: int
+    nuisance: bool = False  # an idle window that shows part of an annotated nuisance
 
 
 def segment_ids(stream: AnnotatedStream) -> np.ndarray:
     """Per frame: the index of the annotated action it belongs to, or -1 (idle)."""
     ids = np.full(stream.frames, -1, np.int64)
     for k, span in enumerate(stream.truth):
-        ids[int(round(span.start * stream.fps)) : int(round(span.end * stream.fps))] = k
+        ids[_frames(span, stream.fps)] = k
     return ids
 
 
-def window_label(ids: np.ndarray, sampled: np.ndarray, actions: Sequence[int], background: int) -> int | None:
+def nuisance_frames(stream: AnnotatedStream) -> np.ndarray:
+    """Per frame: whether an annotated nuisance is on screen."""
+    shown = np.zeros(stream.frames, bool)
+    for span in stream.nuisances:
+        shown[_frames(span, stream.fps)] = True
+    return shown
+
+
+def _frames(span: Span, fps: float) -> slice:
+    return slice(int(round(span.start * fps)), int(round(span.end * fps)))
+
+
+def window_label(
+    ids: np.ndarray, sampled: np.ndarray, actions: Sequence[int], background: int, after_action: str = LEAVE_OUT
+) -> int | None:
     """The rule above, for one window whose sampled frame indices are `sampled` (oldest first);
     `actions[k]` is the class of annotated action k."""
     seen = ids[sampled]
@@ -61,11 +80,19 @@ def window_label(ids: np.ndarray, sampled: np.ndarray, actions: Sequence[int], b
     shown = int((seen == past[-1]).sum()) if len(past) else 0  # frames of the latest action
     if shown >= END_HOLD_FRAMES:
         return actions[past[-1]]
-    return None if shown >= MIN_ACTION_FRAMES else background
+    fading = shown >= MIN_ACTION_FRAMES and after_action == LEAVE_OUT
+    return None if fading else background
 
 
 def label_windows(
-    streams: Sequence[AnnotatedStream], labels: Sequence[str], background: str, *, window: int, stride: int, step: int
+    streams: Sequence[AnnotatedStream],
+    labels: Sequence[str],
+    background: str,
+    *,
+    window: int,
+    stride: int,
+    step: int,
+    after_action: str = LEAVE_OUT,
 ) -> list[LabelledWindow]:
     """Every `step`-th window start of every stream that the rule labels."""
     if background not in labels:
@@ -74,12 +101,14 @@ def label_windows(
     span = sampled_span(window, stride)
     out = []
     for v, stream in enumerate(streams):
-        ids = segment_ids(stream)
+        ids, nuisance = segment_ids(stream), nuisance_frames(stream)
         actions = [index[s.label] for s in stream.truth]
         for start in range(0, stream.frames - span + 1, step):
-            label = window_label(ids, np.arange(start, start + span, stride), actions, index[background])
+            sampled = np.arange(start, start + span, stride)
+            label = window_label(ids, sampled, actions, index[background], after_action)
             if label is not None:
-                out.append(LabelledWindow(v, start, label))
+                hard = label == index[background] and bool(nuisance[sampled].any())
+                out.append(LabelledWindow(v, start, label, hard))
     return out
 
 
@@ -99,11 +128,13 @@ class StreamWindows(Dataset):
         difference: bool,
         train: bool,
         per_epoch: int | None = None,
+        nuisance_weight: float = 1.0,
         seed: int = 0,
     ):
         self.features, self.all = list(features), list(windows)
         self.window, self.stride, self.difference, self.train = window, stride, difference, train
         self.background, self.per_epoch, self.seed = background, per_epoch, seed
+        self.nuisance_weight = nuisance_weight
         self.chosen = self.all
         if train:
             self.set_epoch(0)
@@ -117,7 +148,9 @@ class StreamWindows(Dataset):
         n_action = min(len(action), int(self.per_epoch * ACTION_SHARE))
         n_idle = min(len(idle), self.per_epoch - n_action)
         picks = [action[i] for i in rng.choice(len(action), n_action, replace=False)] if n_action else []
-        picks += [idle[i] for i in rng.choice(len(idle), n_idle, replace=False)] if n_idle else []
+        if n_idle:
+            weights = np.array([self.nuisance_weight if w.nuisance else 1.0 for w in idle])
+            picks += [idle[i] for i in rng.choice(len(idle), n_idle, replace=False, p=weights / weights.sum())]
         self.chosen = picks
 
     def __len__(self) -> int:

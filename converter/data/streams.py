@@ -115,6 +115,11 @@ class StreamPlan:
                 {"label": s.label, "segment": [round(s.start / self.fps, 4), round(s.end / self.fps, 4)]}
                 for s in self.segments
             ],
+            # not actions: what happens in idle time, for analysing false events and for training
+            "nuisances": [
+                {"kind": n.kind, "segment": [round(n.start / self.fps, 4), round(n.end / self.fps, 4)]}
+                for n in self.nuisances
+            ],
         }
 
 
