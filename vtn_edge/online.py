@@ -49,6 +49,10 @@ class Span:
     def published(self) -> float:
         return self.start if self.detected is None else self.detected
 
+    def frames(self, fps: float) -> slice:
+        """The frames this span covers in a video at `fps`."""
+        return slice(int(round(self.start * fps)), int(round(self.end * fps)))
+
 
 @dataclass(frozen=True)
 class AnnotatedStream:
@@ -66,7 +70,7 @@ class AnnotatedStream:
     def frame_labels(self) -> list[str | None]:
         labels: list[str | None] = [None] * self.frames
         for s in self.truth:
-            for i in range(int(round(s.start * self.fps)), min(int(round(s.end * self.fps)), self.frames)):
+            for i in range(self.frames)[s.frames(self.fps)]:
                 labels[i] = s.label
         return labels
 

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from converter.config import LEAVE_OUT
 from converter.embedding_cache import window_features
 from vtn_edge.errors import DataError
-from vtn_edge.online import AnnotatedStream, Span
+from vtn_edge.online import AnnotatedStream
 from vtn_edge.video import sampled_span
 
 MIN_ACTION_FRAMES = 4
@@ -51,7 +51,7 @@ def segment_ids(stream: AnnotatedStream) -> np.ndarray:
     """Per frame: the index of the annotated action it belongs to, or -1 (idle)."""
     ids = np.full(stream.frames, -1, np.int64)
     for k, span in enumerate(stream.truth):
-        ids[_frames(span, stream.fps)] = k
+        ids[span.frames(stream.fps)] = k
     return ids
 
 
@@ -59,12 +59,8 @@ def nuisance_frames(stream: AnnotatedStream) -> np.ndarray:
     """Per frame: whether an annotated nuisance is on screen."""
     shown = np.zeros(stream.frames, bool)
     for span in stream.nuisances:
-        shown[_frames(span, stream.fps)] = True
+        shown[span.frames(stream.fps)] = True
     return shown
-
-
-def _frames(span: Span, fps: float) -> slice:
-    return slice(int(round(span.start * fps)), int(round(span.end * fps)))
 
 
 def window_label(

@@ -111,16 +111,13 @@ class StreamPlan:
             "frames": self.frames,
             "width": self.width,
             "height": self.height,
-            "annotations": [
-                {"label": s.label, "segment": [round(s.start / self.fps, 4), round(s.end / self.fps, 4)]}
-                for s in self.segments
-            ],
+            "annotations": [{"label": s.label, "segment": self._seconds(s.start, s.end)} for s in self.segments],
             # not actions: what happens in idle time, for analysing false events and for training
-            "nuisances": [
-                {"kind": n.kind, "segment": [round(n.start / self.fps, 4), round(n.end / self.fps, 4)]}
-                for n in self.nuisances
-            ],
+            "nuisances": [{"kind": n.kind, "segment": self._seconds(n.start, n.end)} for n in self.nuisances],
         }
+
+    def _seconds(self, start: int, end: int) -> list[float]:
+        return [round(start / self.fps, 4), round(end / self.fps, 4)]
 
 
 def stream_seed(seed: int, index: int) -> int:
