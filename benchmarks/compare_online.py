@@ -4,7 +4,8 @@ Takes the JSON that `vtn_edge evaluate MODEL --online DIR --json` prints, for mo
 on the same stream folders (one file per folder, in the same order for both). Pools the streams of
 all folders, and prints each model's event F1 with its interval and A minus B with a paired
 interval: a bootstrap over streams that draws the same streams for both models, so the scene-to-
-scene spread that both share cancels (`vtn_edge.online.f1_interval`).
+scene spread that both share cancels (`vtn_edge.online.f1_interval`); then one line that says
+what the paired interval shows: one model better, or no difference.
 
     python -m vtn_edge evaluate ir_models/mobilenetv2-rgb-int8 --online data/streams-105 --json > int8-105.json
     python -m vtn_edge evaluate ir_models/mobilenetv2-rgb-fp16 --online data/streams-105 --json > fp16-105.json
@@ -68,7 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     paired = f"{100 * (f1_a - f1_b):+.1f}{fmt_interval(difference)}"
     rows.append((f"{name_a} - {name_b} (paired)", "", "", "", "", paired))
     print(format_table(["model", "streams", "events", "predicted", "matched", "event F1 % (95% CI)"], rows))
+    print(verdict(name_a, name_b, difference))
     return 0
+
+
+def verdict(name_a: str, name_b: str, difference: tuple[float, float] | None) -> str:
+    """What the paired interval of F1(A) - F1(B) says, in one line."""
+    if difference is None:
+        return "One stream only: no interval, so no verdict; compare on more streams."
+    low, high = difference
+    if low > 0:
+        return f"{name_a} is better than {name_b} on these streams: the paired interval is above zero."
+    if high < 0:
+        return f"{name_b} is better than {name_a} on these streams: the paired interval is below zero."
+    return (
+        "No difference shown: the paired interval includes zero, so these streams give no reason to prefer "
+        "either model (halving the interval takes about four times the streams)."
+    )
 
 
 if __name__ == "__main__":

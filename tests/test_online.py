@@ -183,9 +183,32 @@ def test_compare_online_pairs_two_runs_and_refuses_what_it_cannot_pair(tmp_path)
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in out.stdout.splitlines()[2:]}
+    table = [line for line in out.stdout.splitlines()[2:] if line.startswith("|")]
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table}
     assert rows["all"] == "100.0 (100.0 to 100.0)" and rows["most"].startswith("85.7 (")  # 2 x 6 / (8 + 6)
     assert rows["all - most (paired)"].startswith("+14.3 (")
+    # 4 streams, half of them as good for both: the bootstrap's low end is a tie, so no verdict
+    assert "No difference shown" in out.stdout
+
+    many = [replace(_stream(truth), name=f"m{k}") for k in range(12)]
+    (tmp_path / "many-all.json").write_text(json.dumps(score([(s, _replay(s, truth)) for s in many])))
+    (tmp_path / "many-one.json").write_text(json.dumps(score([(s, _replay(s, truth[:1])) for s in many])))
+    for a, b, said in (
+        ("many-all", "many-one", "all is better than one on these streams"),
+        ("many-one", "many-all", "all is better than one on these streams"),
+        ("many-one", "many-one", "No difference shown"),
+    ):
+        names = ["all" if a == "many-all" else "one", "all" if b == "many-all" else "one"]
+        out = subprocess.run(
+            [*compare, "--a", str(tmp_path / f"{a}.json"), "--b", str(tmp_path / f"{b}.json"), "--names", *names],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0 and said in out.stdout.splitlines()[-1], out.stdout
+    one = [replace(_stream(truth), name="only")]
+    (tmp_path / "one.json").write_text(json.dumps(score([(s, _replay(s, truth)) for s in one])))
+    out = subprocess.run([*compare, "--a", str(tmp_path / "one.json"), "--b", str(tmp_path / "one.json")],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and "One stream only" in out.stdout, out.stdout
 
     (tmp_path / "trimmed.json").write_text(json.dumps({"video@1": 0.9}))
     (tmp_path / "fewer.json").write_text(json.dumps(score([(s, _replay(s, truth)) for s in streams[:3]])))
