@@ -145,9 +145,16 @@ class StreamWindows(Dataset):
         n_idle = min(len(idle), self.per_epoch - n_action)
         picks = [action[i] for i in rng.choice(len(action), n_action, replace=False)] if n_action else []
         if n_idle:
-            weights = np.array([self.nuisance_weight if w.nuisance else 1.0 for w in idle])
-            picks += [idle[i] for i in rng.choice(len(idle), n_idle, replace=False, p=weights / weights.sum())]
+            picks += [idle[i] for i in rng.choice(len(idle), n_idle, replace=False, p=self._idle_odds(idle))]
         self.chosen = picks
+
+    def _idle_odds(self, idle: list[LabelledWindow]) -> np.ndarray | None:
+        """Draw odds of the idle windows; None (a uniform draw, numpy's other algorithm) at weight 1,
+        so that runs without --nuisance-weight draw the same windows as before the option existed."""
+        if self.nuisance_weight == 1:
+            return None
+        weights = np.array([self.nuisance_weight if w.nuisance else 1.0 for w in idle])
+        return weights / weights.sum()
 
     def __len__(self) -> int:
         return len(self.chosen)
