@@ -51,10 +51,6 @@ class VTNConfig:
     # Subtract the window's mean embedding before the decoder, so that it sees only how the frames
     # differ from each other (ours; the original VTN has no such step).
     centre_window: bool = False
-    # The decoder also sees how each embedding changed from the previous one (a learned map of
-    # e[t] - e[t-1] added to e[t]; ours): the direction of a change, which a decoder that reads
-    # the frames as a set cannot tell from its reverse.
-    motion_input: bool = False
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:

@@ -75,10 +75,6 @@ class TrainOptions:
     centre_window: bool = _opt(
         False, "the decoder sees each window minus its mean embedding: only how the frames change"
     )
-    motion_input: bool = _opt(
-        False, "the decoder also sees each embedding's change from the previous one (zero at first when "
-        "fine-tuning, so training starts from the loaded model)",
-    )  # fmt: skip
     reverse_pairs: str | None = _opt(
         None, "reversal augmentation: 'class partner' lines (a class alone: its own partner); half the clips of "
         "those classes play backwards as the partner. `dataset synth` writes pairs.txt", metavar="FILE",

@@ -76,14 +76,11 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
             stride=opts.stride,
             preprocessing=replace(model.config.preprocessing, input_size=opts.input_size, resize_short=opts.input_size),
             centre_window=opts.centre_window or model.config.centre_window,
-            motion_input=opts.motion_input or model.config.motion_input,
         )
         model.config = config
         for module in model.modules():
             if isinstance(module, SelfAttentionDecoder):
                 module.centre = config.centre_window
-                if config.motion_input and module.motion is None:
-                    module.add_motion_input()
         return model
     config = VTNConfig(
         arch=opts.arch,
@@ -94,7 +91,6 @@ def build_model(opts: TrainOptions, labels: tuple[str, ...]) -> VTN:
         stride=opts.stride,
         preprocessing=pre,
         centre_window=opts.centre_window,
-        motion_input=opts.motion_input,
     )
     model = build_vtn(config)
     if isinstance(model, VTN) and opts.backbone_weights:

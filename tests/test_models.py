@@ -128,36 +128,6 @@ def test_centred_window_sees_only_how_frames_differ(tmp_path):
         torch.testing.assert_close(loaded.split()[1](embeddings + shared), logits, rtol=1e-4, atol=1e-4)
 
 
-def test_motion_input_starts_as_the_model_it_extends_and_sees_only_changes(tmp_path):
-    from converter.checkpoints import load_checkpoint, save_checkpoint
-
-    torch.manual_seed(0)
-    model = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=5)).eval()
-    decoder = model.split()[1]
-    embeddings = torch.randn(2, 16, 512)
-    with torch.no_grad():
-        before = decoder(embeddings)
-        model.decoder.add_motion_input()  # what `train --motion-input` does to a loaded checkpoint
-        torch.testing.assert_close(decoder(embeddings), before, rtol=0, atol=0)  # zero at first
-        model.decoder.motion.weight.normal_(0, 0.05)  # as training would move it
-        logits = decoder(embeddings)
-        assert not torch.allclose(logits, before, atol=1e-3)
-        # the map sees only e[t] - e[t-1]: its term is the same for a window and the window plus a constant
-        shared = torch.randn(2, 1, 512)
-        motion_term = model.decoder.motion(torch.diff(embeddings, dim=1))
-        torch.testing.assert_close(model.decoder.motion(torch.diff(embeddings + shared, dim=1)), motion_term)
-
-    model.config = VTNConfig(arch="mobilenetv2", num_classes=5, motion_input=True)
-    save_checkpoint(model, tmp_path / "motion.safetensors")
-    loaded = load_checkpoint(tmp_path / "motion.safetensors")
-    assert loaded.config.motion_input and loaded.decoder.motion is not None
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.split()[1](embeddings), logits, rtol=1e-5, atol=1e-5)
-    plain = build_vtn(VTNConfig(arch="mobilenetv2", num_classes=5))
-    with pytest.raises(RuntimeError, match="decoder.motion.weight"):
-        plain.load_state_dict(loaded.state_dict())  # the map is a parameter of its own
-
-
 def test_unknown_arch_and_modality_list_choices():
     with pytest.raises(ConfigError, match="resnet34"):
         VTNConfig(arch="vgg16")

@@ -120,31 +120,17 @@ class SelfAttentionDecoder(nn.Module):
         dropout: float = 0.1,
         layer_norm: bool = False,
         centre: bool = False,
-        motion: bool = False,
     ):
         super().__init__()
         self.centre = centre
         self.position_encoding = PositionEncoding(positions, dim)
         self.layers = nn.ModuleList(DecoderBlock(dim, heads, hidden, dropout, layer_norm) for _ in range(blocks))
-        self.motion: nn.Linear | None = None
-        if motion:
-            self.add_motion_input()
-
-    def add_motion_input(self) -> None:
-        """Add e[t] - e[t-1] through a learned map, zero at first: the decoder computes what it did
-        before until training moves the map, so a fine-tune starts from the model it loaded."""
-        dim = self.position_encoding.enc.embedding_dim
-        self.motion = nn.Linear(dim, dim, bias=False)
-        nn.init.zeros_(self.motion.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.centre:
             # What the frames share (background, object, colour) dwarfs how they change; without
             # it, what is left is the motion, and a decoder can no longer memorise the videos.
             x = x - x.mean(dim=1, keepdim=True)
-        if self.motion is not None:
-            change = torch.cat((torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]), dim=1)
-            x = x + self.motion(change)
         x = self.position_encoding(x)
         for layer in self.layers:
             x = layer(x)

@@ -176,9 +176,7 @@ class VTN(nn.Module):
             raise ConfigError("use TwoStreamVTN (build_vtn) for the two_stream modality")
         self.config = config
         self.encoder = FrameEncoder(config)
-        self.decoder = SelfAttentionDecoder(
-            layer_norm=config.layer_norm, centre=config.centre_window, motion=config.motion_input
-        )
+        self.decoder = SelfAttentionDecoder(layer_norm=config.layer_norm, centre=config.centre_window)
         self.fc = nn.Linear(EMBED_DIM, config.num_classes)
 
     def embed(self, clip: torch.Tensor) -> torch.Tensor:
