@@ -42,6 +42,17 @@ def load_counts(paths: list[Path]) -> list[StreamCounts]:
     return counts
 
 
+def check_same_truth(a: list[StreamCounts], b: list[StreamCounts]) -> None:
+    """Both runs scored against the same annotated actions, stream by stream (not, say, one of them
+    with `evaluate --actions`, which leaves the other actions out of the truth)."""
+    for sa, sb in zip(a, b):
+        if sa.events != sb.events:
+            raise DataError(
+                f"stream {sa.name}: A was scored against {sa.events} annotated actions, B against {sb.events}: "
+                "compare runs on the same folders with the same --actions"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", type=Path, nargs="+", required=True, metavar="JSON", help="model A, one file per folder")
@@ -53,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{len(args.a)} files for A but {len(args.b)} for B: give one per stream folder for each")
         a, b = load_counts(args.a), load_counts(args.b)
         difference = f1_interval(a, baseline=b)
+        check_same_truth(a, b)
     except VtnEdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -483,6 +483,35 @@ def test_a_bad_site_file_stops_the_monitor_before_any_camera(tmp_path):
     assert f"{site}, line 5: unknown key 'treshold' in camera 1" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_camera_raises_events_only_for_the_actions_it_watches(tmp_path):
+    """Two cameras on one stream in which blue_to_red, disappear and appear happen: one watches every
+    action, the other (`actions` in the site file) only appear and disappear. With threshold 0
+    every full window has a label, so the first camera has events of other labels as well."""
+    from converter.data import streams as synth_streams
+
+    synth_streams.write_streams(tmp_path / "stream", streams=1, seconds=16, seed=51, progress=False)
+    video = tmp_path / "stream" / "stream_0000.mp4"
+    site = tmp_path / "site.toml"
+    cameras = f'[[camera]]\nname = "all"\nsource = "{video}"\n[[camera]]\nname = "shelf"\nsource = "{video}"\n'
+    site.write_text(cameras + 'actions = ["appear", "disappear"]\n')
+    mon = Monitor(tmp_path, "--config", str(site), "--no-pace")
+    assert mon.proc.wait(120) == 0, mon.log()
+    events = mon.events()
+    assert_complete(events)
+    labels = {name: {e["label"] for e in events if e["source"] == name} for name in ("all", "shelf")}
+    assert labels["shelf"] and labels["shelf"] <= {"appear", "disappear"}, labels
+    assert labels["all"] - {"appear", "disappear"}, labels
+
+    site.write_text(cameras + 'actions = ["appear", "disapear"]\n')
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "rtsp_monitor.py"), "--config", str(site), "--model", str(MODEL),
+         "--events", str(tmp_path / "none.jsonl")], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "actions of camera 'shelf': 'disapear' is not an action of this model" in out.stderr
+    assert not (tmp_path / "none.jsonl").exists()
+
+
 def test_events_over_tls_to_a_broker_with_its_own_ca(tmp_path, shared_data, mosquitto_ok):
     need(shutil.which("openssl") is not None, "openssl is not installed")
     certs = make_certificates(tmp_path)

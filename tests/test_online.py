@@ -212,6 +212,8 @@ def test_compare_online_pairs_two_runs_and_refuses_what_it_cannot_pair(tmp_path)
 
     (tmp_path / "trimmed.json").write_text(json.dumps({"video@1": 0.9}))
     (tmp_path / "fewer.json").write_text(json.dumps(score([(s, _replay(s, truth)) for s in streams[:3]])))
+    door = [replace(_stream(truth[:1]), name=f"s{k}") for k in range(4)]  # as `evaluate --actions open` scores them
+    (tmp_path / "door.json").write_text(json.dumps(score([(s, _replay(s, truth[:1])) for s in door])))
     quiet = [replace(_stream([]), name=f"q{k}") for k in range(2)]
     (tmp_path / "quiet.json").write_text(json.dumps(score([(s, _replay(s, [])) for s in quiet])))
     for args, message in (
@@ -221,6 +223,8 @@ def test_compare_online_pairs_two_runs_and_refuses_what_it_cannot_pair(tmp_path)
         (["--a", str(tmp_path / "trimmed.json"), "--b", str(tmp_path / "half.json")], "no 'per_stream' counts"),
         (["--a", str(tmp_path / "missing.json"), "--b", str(tmp_path / "half.json")], "cannot read it"),
         (["--a", str(tmp_path / "quiet.json"), "--b", str(tmp_path / "quiet.json")], "nothing to compare"),
+        (["--a", str(tmp_path / "door.json"), "--b", str(tmp_path / "half.json")],
+         "stream 0/s0: A was scored against 1 annotated actions, B against 2"),
     ):  # fmt: skip
         out = subprocess.run([*compare, *args], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -475,6 +479,39 @@ def test_evaluate_online_bad_folder_is_a_clear_error(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "has no annotations.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_online_with_actions_scores_a_camera_that_watches_only_those(tmp_path):
+    """`--actions`: the other actions leave the truth (their time is idle for such a camera) and raise
+    no event; what is left scores as it does among all actions."""
+    streams = tmp_path / "streams"
+    synth_streams.write_streams(streams, streams=1, seconds=16, seed=51, progress=False)  # 3 actions
+    truth = [
+        a["label"]
+        for a in json.loads((streams / "annotations.json").read_text())["database"]["stream_0000"]["annotations"]
+    ]
+    assert sorted(truth) == ["appear", "blue_to_red", "disappear"]
+
+    def evaluate(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "vtn_edge", "evaluate", str(SHIPPED_INT8), "--online", str(streams), "--json",
+             *flags], capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    every, shelf = evaluate(), evaluate("--actions", "appear,disappear")
+    assert every.returncode == 0 and shelf.returncode == 0, every.stderr + shelf.stderr
+    every, shelf = json.loads(every.stdout), json.loads(shelf.stdout)
+    assert (every["events"], shelf["events"]) == (3, 2) and shelf["actions"] == ["appear", "disappear"]
+    assert set(shelf["per_class"]) <= {"appear", "disappear"}
+    for label in ("appear", "disappear"):  # found and published as before; a start is dated back further
+        # where an unwatched action no longer ends an event just before it (never before the previous event)
+        kept = ("events", "predicted", "delay_p50_s")
+        assert [shelf["per_class"][label][k] for k in kept] == [every["per_class"][label][k] for k in kept]
+    assert shelf["predicted"] == sum(every["per_class"][label]["predicted"] for label in ("appear", "disappear"))
+    assert shelf["predicted"] >= 1 and "actions" not in every
+    wrong = evaluate("--actions", "apear")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "--actions: 'apear' is not an action of this model; its actions: open, close," in wrong.stderr
 
 
 def test_training_on_annotated_streams_fine_tunes_the_shipped_checkpoint(tiny_stream, tiny_dataset, tmp_path, caplog):

@@ -32,6 +32,8 @@ def test_the_preview_says_why_there_is_no_label():
     assert explain(_prediction(None, "wave", 0.62), policy) == "below threshold: wave 0.62 < 0.80"
     assert explain(_prediction(None, "wave", 0.91), policy) == "wave 0.91 is waiting out the hold (0.5 s)"
     assert explain(_prediction("still", "still", 0.95), policy, {"still"}) == "no action (still)"
+    unwatched = explain(_prediction("fill", "fill", 0.95), policy, {"still"}, {"still", "fill"})  # --actions open
+    assert unwatched == "fill is not among the actions watched here"
     assert explain(_prediction("open", "close", 0.85), policy) == "close leads, waiting out the hold (0.5 s)"
     assert explain(_prediction("open", "open", 0.85), policy) == ""
 

@@ -17,6 +17,7 @@ merge_gap = 0.5
 start_offset = 0.4
 pace = false
 decode_every = 2
+actions = ["appear", "disappear"]
 matmul_as_conv = "off"
 [mqtt]
 url = "mqtt://broker.lan:1883/site1/vtn"
@@ -29,6 +30,7 @@ name = "door"
 source = "rtsp://10.0.0.21:554/stream1"
 threshold = 0.6
 hold = 0.5
+actions = ["open", "close"]
 [[camera]]
 name = "till"
 source = "rtsp://10.0.0.22:554/stream1"
@@ -39,6 +41,7 @@ box = [0.0, 0.0, 0.5, 1.0]
 name = "drawer"
 box = [0.5, 0.5, 0.5, 0.5]
 hold = 1.5
+actions = ["fill", "empty"]
 """
 
 
@@ -73,6 +76,9 @@ def test_a_site_file_sets_what_the_flags_would(tmp_path):
     counter, drawer = args.zones[1]
     assert (counter.name, counter.box, counter.policy) == ("counter", (0.0, 0.0, 0.5, 1.0), None)  # till's policy
     assert drawer.box == (0.5, 0.5, 0.5, 0.5) and (drawer.policy.threshold, drawer.policy.hold_seconds) == (0.7, 1.5)
+    # the actions that raise events: the zone's, else its camera's, else the site's (None: every action)
+    assert args.actions == ("appear", "disappear") and args.camera_actions == [("open", "close"), None]
+    assert (counter.actions, drawer.actions) == (None, ("fill", "empty"))
 
 
 def test_flags_override_the_file(tmp_path):
@@ -82,6 +88,8 @@ def test_flags_override_the_file(tmp_path):
     assert args.threshold == 0.9 and str(args.model) == "other" and args.decode_every == 3
     assert args.matmul_as_conv == "on"
     assert args.source == ["clip.mp4"] and args.name == [] and args.camera_policies is None and args.zones is None
+    assert args.camera_actions is None and args.actions == ("appear", "disappear")  # the site's, for --source
+    assert _args(["--config", str(path), "--actions", "open, close"]).actions == ("open", "close")
 
 
 @pytest.mark.parametrize(
@@ -99,6 +107,10 @@ def test_flags_override_the_file(tmp_path):
         ("model = \"m\"\ndecode_every = 0\n", r"line 2: 'decode_every' is 1 \(every window\) or more, got 0"),
         ("decode_every = 1.5\n", r"line 1: 'decode_every' must be a whole number, got 1.5"),
         ("matmul_as_conv = \"yes\"\n", r"line 1: 'matmul_as_conv' is 'yes'; choose one of: auto, on, off"),
+        ("actions = \"open\"\n", r"line 1: 'actions' must be a list, got 'open'"),
+        ("model = \"m\"\nactions = []\n", r"line 2: 'actions' is a list of the model's class names"),
+        ("[[camera]]\nname = \"a\"\nsource = \"0\"\nactions = [1]\n", r"line 4: 'actions' is a list of the model"),
+        (ZONE + "box = [0, 0, 1, 1]\nactions = [\"\"]\n", r"line 7: 'actions' is a list of the model's class names"),
         ("[[camera]]\nname = \"a\"\nsource = \"0\"\nthreshold = 1.5\n", r"line 4: 'threshold' is a score between 0"),
         ("mqtt = \"mqtt://h/t\"\n", r"line 1: 'mqtt' must be a table"),
         ("[[camera]]\nname = \"a\"\n", r"line 1: camera 1 has no 'source'"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vtn_edge.compile_options import add_decode_every_flag
 from vtn_edge.errors import VtnEdgeError, run_command
-from vtn_edge.monitor.events import add_event_flags, rules_from_flags
+from vtn_edge.monitor.events import add_actions_flag, add_event_flags, ignored_labels, rules_from_flags
 from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
@@ -108,7 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     from vtn_edge.model import load_model
-    from vtn_edge.online import evaluate_online, load_streams, online_table
+    from vtn_edge.online import evaluate_online, load_streams, online_table, watching
     from vtn_edge.recognizer import StreamingRecognizer
     from vtn_edge.smoothing import LabelPolicy, policy_from_flags
     from vtn_edge.timeline import draw_timeline
@@ -118,7 +118,11 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
     streams = load_streams(args.online, manifest.labels)
     policy = policy_from_flags(args.smoothing, args.threshold, args.hold)
     rules = rules_from_flags(args)
-    background = manifest.background
+    # labels that raise no event: the background, and with --actions every action not listed, whose
+    # annotated events then leave the truth too (their time counts as idle, as it is for such a camera)
+    background = ignored_labels(manifest.labels, manifest.background, args.actions, "--actions")
+    if args.actions:
+        streams = [watching(stream, args.actions) for stream in streams]
     with StreamingRecognizer(
         model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels),
         decode_every=args.decode_every,
@@ -142,6 +146,8 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
                 title,
             )
         print(f"timelines: {args.timeline_png}/", file=sys.stderr)
+    if args.actions:
+        result["actions"] = list(args.actions)
     print(json.dumps(result) if args.json else online_table(result))
     return 0
 
@@ -203,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_flags = evaluate.add_argument_group("label policy and event rules (with --online; defaults: the monitor's)")
     add_policy_flags(policy_flags)
     add_event_flags(policy_flags)
+    add_actions_flag(policy_flags)
     _add_compile_flags(evaluate)
     add_decode_every_flag(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)

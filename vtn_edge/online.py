@@ -19,8 +19,8 @@ streams can be compared paired (`benchmarks/compare_online.py`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -111,6 +111,12 @@ def load_streams(root: str | Path, known_labels: Sequence[str]) -> list[Annotate
     for name, entry in sorted(database.items()):
         streams.append(_stream(root, path, name, entry, set(known_labels)))
     return streams
+
+
+def watching(stream: AnnotatedStream, actions: Collection[str]) -> AnnotatedStream:
+    """The stream as a camera that watches only `actions` sees it: the other actions' events are
+    not in its truth (their time is idle time for it)."""
+    return replace(stream, truth=tuple(span for span in stream.truth if span.label in actions))
 
 
 def _stream(root: Path, path: Path, name: str, entry: dict, known: set[str]) -> AnnotatedStream:

@@ -25,6 +25,7 @@ import numpy as np
 from vtn_edge import __version__
 from vtn_edge.errors import FrameError, VtnEdgeError
 from vtn_edge.live import LiveOptions, LiveSource, describe, parse_source
+from vtn_edge.metadata import Manifest
 from vtn_edge.model import CompileOptions, load_model
 from vtn_edge.monitor.clips import ClipOptions, ClipSink
 from vtn_edge.monitor.events import (
@@ -36,6 +37,7 @@ from vtn_edge.monitor.events import (
     EventRules,
     EventTracker,
     JsonLinesWriter,
+    ignored_labels,
 )
 from vtn_edge.monitor.homeassistant import Discovery, object_id
 from vtn_edge.monitor.mqtt import MqttPublisher, TlsOptions, parse_mqtt_url
@@ -70,6 +72,8 @@ class MonitorConfig:
     snapshots: Path | None = None
     policy: LabelPolicy = MONITOR_POLICY
     camera_policies: list[LabelPolicy] | None = None  # one per source (a site file's cameras), else `policy`
+    actions: tuple[str, ...] | None = None  # the actions that raise events; None: every action
+    camera_actions: list[tuple[str, ...] | None] | None = None  # per source (a site file's), else `actions`
     event_rules: EventRules = MONITOR_EVENT_RULES
     zones: list[list[Zone]] | None = None  # per source; none given: the whole frame is one zone
     live: LiveOptions = LiveOptions()
@@ -89,6 +93,7 @@ class _Stream:
     zone: Zone
     tracker: EventTracker
     policy: LabelPolicy
+    ignore: frozenset[str]  # labels that raise no event here: the background, and actions not watched
     snapshots: SnapshotKeeper | None = None
     label: str | None = None
     score: float = 0.0
@@ -153,6 +158,24 @@ class MonitorSummary:
         )
 
 
+def _ignored_per_zone(
+    config: MonitorConfig, manifest: Manifest, names: list[str], zones: list[list[Zone]]
+) -> list[list[frozenset[str]]]:
+    """Per camera, per zone: the labels that raise no event there (its `actions`: the zone's, else
+    its camera's, else the monitor's; None: every action). Unknown action names stop the monitor."""
+    ignored = []
+    for c, name in enumerate(names):
+        camera_actions = config.camera_actions[c] if config.camera_actions else None
+        ignored.append([
+            ignored_labels(
+                manifest.labels, manifest.background, zone.actions or camera_actions or config.actions,
+                f"actions of camera {name!r}" + (f", zone {zone.name!r}" if zone.name else ""),
+            )
+            for zone in zones[c]
+        ])  # fmt: skip
+    return ignored
+
+
 def resident_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -191,10 +214,11 @@ class Monitor:
         if config.snapshots is not None:
             check_folder(config.snapshots)
         model = load_model(config.model, labels=config.labels)
+        ignored = _ignored_per_zone(config, model.manifest, names, zones)  # unknown actions: before anything opens
         self._closers: list = []
         try:
             self._open_sinks(config, model, names, zones)
-            self._open_cameras(config, model, parsed, names, zones)
+            self._open_cameras(config, model, parsed, names, zones, ignored)
         except BaseException:
             self._close_all()
             raise
@@ -227,7 +251,15 @@ class Monitor:
             for camera, zone in streams:  # a consumer that connects later sees every camera, idle ones too
                 self.mqtt.publish_state(camera, zone, None, None, time.time())
 
-    def _open_cameras(self, config: MonitorConfig, model, parsed: list, names: list[str], zones: list) -> None:
+    def _open_cameras(
+        self,
+        config: MonitorConfig,
+        model,
+        parsed: list,
+        names: list[str],
+        zones: list,
+        ignored: list[list[frozenset[str]]],
+    ) -> None:
         self._wake = threading.Event()
         self._background = model.manifest.background
         self.cameras: list[_Camera] = []
@@ -236,14 +268,13 @@ class Monitor:
         for c, (source, name) in enumerate(zip(parsed, names)):
             camera_policy = config.camera_policies[c] if config.camera_policies else config.policy
             camera = _Camera(name, LiveSource(source, config.live, name=name, wake=self._wake), [])
-            for zone in zones[c]:
+            for zone, ignore in zip(zones[c], ignored[c]):
                 i = len(self.streams)
                 tracker = EventTracker(
-                    name, lambda e, i=i: self._emit(i, e), ignore=model.manifest.background, zone=zone.name,
-                    rules=config.event_rules,
+                    name, lambda e, i=i: self._emit(i, e), ignore=ignore, zone=zone.name, rules=config.event_rules
                 )  # fmt: skip
                 snapshots = SnapshotKeeper(config.snapshots, name, zone) if config.snapshots is not None else None
-                stream = _Stream(i, c, name, zone, tracker, zone.policy or camera_policy, snapshots)
+                stream = _Stream(i, c, name, zone, tracker, zone.policy or camera_policy, ignore, snapshots)
                 camera.streams.append(stream)
                 self.streams.append(stream)
                 policies.append(stream.policy)
@@ -378,7 +409,7 @@ class Monitor:
         st.frames += 1
         st.latencies_ms.append(p.latency_ms)
         st.label, st.score = p.label, p.score
-        st.why = explain(p, st.policy, self._background)
+        st.why = explain(p, st.policy, self._background, st.ignore)
         since, count = st.rate
         if p.timestamp - since >= 2.0:
             st.fps = count / (p.timestamp - since) if since else 0.0

@@ -18,7 +18,7 @@ from vtn_edge.errors import VtnEdgeError, run_command
 from vtn_edge.live import LiveOptions
 from vtn_edge.monitor.app import Monitor, MonitorConfig
 from vtn_edge.monitor.clips import ClipOptions
-from vtn_edge.monitor.events import add_event_flags, rules_from_flags
+from vtn_edge.monitor.events import add_actions_flag, add_event_flags, rules_from_flags
 from vtn_edge.monitor.homeassistant import DEFAULT_PREFIX
 from vtn_edge.monitor.mqtt import TlsOptions
 from vtn_edge.monitor.site import Camera, load_site
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab = p.add_argument_group("labels and events")
     add_policy_flags(lab)
     add_event_flags(lab)
+    add_actions_flag(lab)
     srv = p.add_argument_group("metrics, preview, clips")
     srv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     srv.add_argument("--preview-port", type=int, help="serve a live preview page on this port")
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def apply_site(args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
     """The site file's settings where no flag was given; its cameras (and zones) unless --source was."""
     args.camera_policies = None
+    args.camera_actions = None
     args.zones = None
     if args.config is None:
         return args
@@ -96,6 +98,7 @@ def apply_site(args: argparse.Namespace, argv: list[str] | None) -> argparse.Nam
         args.source = [c.source for c in site.cameras]
         args.name = [c.name for c in site.cameras]
         args.camera_policies = [_policy(args, c.policy) for c in site.cameras]
+        args.camera_actions = [c.actions for c in site.cameras]
         args.zones = [_zones(args, c) for c in site.cameras]
     return args
 
@@ -109,7 +112,10 @@ def _policy(args: argparse.Namespace, overrides: dict, base: dict | None = None)
 
 
 def _zones(args: argparse.Namespace, camera: Camera) -> list[Zone]:
-    return [Zone(z.name, z.box, _policy(args, z.policy, camera.policy) if z.policy else None) for z in camera.zones]
+    return [
+        Zone(z.name, z.box, _policy(args, z.policy, camera.policy) if z.policy else None, z.actions)
+        for z in camera.zones
+    ]
 
 
 def config_from_args(args: argparse.Namespace) -> MonitorConfig:
@@ -135,6 +141,8 @@ def config_from_args(args: argparse.Namespace) -> MonitorConfig:
         snapshots=args.snapshots,
         policy=policy_from_flags(args.smoothing, args.threshold, args.hold),
         camera_policies=getattr(args, "camera_policies", None),
+        actions=args.actions,
+        camera_actions=getattr(args, "camera_actions", None),
         event_rules=rules_from_flags(args),
         zones=zones,
         live=LiveOptions(

@@ -8,6 +8,7 @@ Each event is published twice: `"event": "start"` (end fields null) as soon as i
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import re
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,6 +86,45 @@ def add_event_flags(group) -> None:
         help="seconds an event's start time is dated back from the frame where its label appeared, for "
         f"the window's lag; the start is still published at that frame (default {default.start_offset})",
     )  # fmt: skip
+
+
+def _action_list(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected class names separated by commas, got {text!r}")
+    return names
+
+
+def add_actions_flag(group) -> None:
+    """`--actions a,b`: the actions that raise events (the site file's `actions` key)."""
+    group.add_argument(
+        "--actions", type=_action_list, metavar="A,B",
+        help="only these actions raise events (the model's class names, separated by commas); the others "
+        "read as no action (default: every action)",
+    )  # fmt: skip
+
+
+def ignored_labels(
+    labels: Sequence[str], background: Collection[str], actions: Collection[str] | None, where: str
+) -> frozenset[str]:
+    """The labels that never raise an event for a stream that watches `actions` (None: every action).
+
+    Checks `actions` against the model's classes; `where` names the setting in the error.
+    """
+    if actions is None:
+        return frozenset(background)
+    unknown = [a for a in actions if a not in labels]
+    if unknown:
+        choices = ", ".join(label for label in labels if label not in background)
+        raise VtnEdgeError(
+            f"{where}: {', '.join(map(repr, unknown))} is not an action of this model; its actions: {choices}"
+        )
+    idle = [a for a in actions if a in background]
+    if idle:
+        raise VtnEdgeError(
+            f"{where}: {', '.join(map(repr, idle))} is this model's background class, which never raises an event"
+        )
+    return frozenset(labels) - frozenset(actions)
 
 
 def rules_from_flags(args) -> EventRules:

@@ -36,8 +36,9 @@ from vtn_edge.types import Prediction
 BOUNDARY = "vtnframe"
 
 
-def explain(p: Prediction, policy: LabelPolicy, background: Collection[str] = ()) -> str:
-    """Why a stream shows no action right now ("" when it shows one)."""
+def explain(p: Prediction, policy: LabelPolicy, background: Collection[str] = (), ignore: Collection[str] = ()) -> str:
+    """Why a stream shows no action right now ("" when it shows one). `ignore`: the labels that
+    raise no event there (the background, and the actions it does not watch)."""
     if not p.window_full:
         return "starting: the first window is filling"
     top, top_score = p.top_k[0] if p.top_k else (None, p.score)
@@ -47,6 +48,8 @@ def explain(p: Prediction, policy: LabelPolicy, background: Collection[str] = ()
         return f"{top} {top_score:.2f} is waiting out the hold ({policy.hold_seconds:g} s)"
     if p.label in background:
         return f"no action ({p.label})"
+    if p.label in ignore:
+        return f"{p.label} is not among the actions watched here"
     if top != p.label:
         return f"{top} leads, waiting out the hold ({policy.hold_seconds:g} s)"
     return ""

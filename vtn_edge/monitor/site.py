@@ -19,10 +19,11 @@ Credentials never go in the file: they stay in the environment (VTN_MQTT_USERNAM
     source = "rtsp://10.0.0.21:554/stream1"
     threshold = 0.6
     hold = 0.5
+    actions = ["open", "close"]          # only these raise events here (default: every action)
     [[camera.zone]]                      # optional: rectangles watched as streams of their own
     name = "till"
     box = [0.5, 0.0, 0.5, 1.0]           # x, y, width, height as fractions of the frame
-    threshold = 0.7                      # a zone may have its own policy too
+    threshold = 0.7                      # a zone may have its own policy and actions too
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ TOP: dict[str, tuple[tuple[type, ...], str]] = {
     "smoothing": ((str,), "smoothing"),
     "threshold": (_NUMBER, "threshold"),
     "hold": (_NUMBER, "hold"),
+    "actions": ((list,), "actions"),
     "merge_gap": (_NUMBER, "merge_gap"),
     "end_offset": (_NUMBER, "end_offset"),
     "start_offset": (_NUMBER, "start_offset"),
@@ -96,6 +98,7 @@ CAMERA: dict[str, tuple[type, ...]] = {
     "smoothing": (str,),
     "threshold": _NUMBER,
     "hold": _NUMBER,
+    "actions": (list,),
     "zone": (list,),
 }
 ZONE: dict[str, tuple[type, ...]] = {
@@ -104,6 +107,7 @@ ZONE: dict[str, tuple[type, ...]] = {
     "smoothing": (str,),
     "threshold": _NUMBER,
     "hold": _NUMBER,
+    "actions": (list,),
 }
 CHOICES = {"smoothing": SMOOTHING_CHOICES, "rtsp_transport": ("tcp", "udp"), "mode": ("latency", "throughput"),
            "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"), "matmul_as_conv": MATMUL_AS_CONV_CHOICES}  # fmt: skip
@@ -119,6 +123,7 @@ class SiteZone:
     name: str
     box: tuple[float, float, float, float]
     policy: dict[str, Any] = field(default_factory=dict)  # overrides the camera's
+    actions: tuple[str, ...] | None = None  # the actions that raise events; None: the camera's
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class Camera:
     source: str
     policy: dict[str, Any] = field(default_factory=dict)  # smoothing / threshold / hold overrides
     zones: list[SiteZone] = field(default_factory=list)
+    actions: tuple[str, ...] | None = None  # the actions that raise events; None: the site's
 
 
 @dataclass(frozen=True)
@@ -172,13 +178,13 @@ def _set(settings: dict, schema: dict, key: str, value: Any, where: _Locator, pl
         value = not value
     elif key == "ha_discovery":
         value = ("homeassistant" if value else None) if isinstance(value, bool) else value
-    settings[dest] = value
+    settings[dest] = tuple(value) if key == "actions" else value
 
 
 def _check(key: str, value: Any, types: tuple[type, ...], where: _Locator) -> None:
     wrong_type = isinstance(value, bool) and bool not in types or not isinstance(value, types)
     if wrong_type:
-        kind = {int: "a whole number", float: "a number", bool: "true/false", str: "a string"}
+        kind = {int: "a whole number", float: "a number", bool: "true/false", str: "a string", list: "a list"}
         names = {("a number" if types == _NUMBER else kind[t]): None for t in types}
         kinds = " or ".join(names)
         raise SiteError(where(key, f"'{key}' must be {kinds}, got {value!r}"))
@@ -190,6 +196,10 @@ def _check(key: str, value: Any, types: tuple[type, ...], where: _Locator) -> No
         raise SiteError(where(key, f"'threshold' is a score between 0 and 1, got {value}"))
     if key == "decode_every" and value < 1:
         raise SiteError(where(key, f"'decode_every' is 1 (every window) or more, got {value}"))
+    if key == "actions" and (not value or not all(isinstance(v, str) and v for v in value)):
+        raise SiteError(
+            where(key, f'\'actions\' is a list of the model\'s class names, e.g. ["open", "close"], got {value!r}')
+        )
 
 
 def _cameras(tables: Any, where: _Locator) -> list[Camera]:
@@ -214,7 +224,7 @@ def _cameras(tables: Any, where: _Locator) -> list[Camera]:
         zones = _zones(table["name"], table.get("zone", []), where, zones_so_far)
         zones_so_far += len(zones)
         policy = {k: table[k] for k in POLICY_KEYS if k in table}
-        cameras.append(Camera(table["name"], table["source"], policy, zones))
+        cameras.append(Camera(table["name"], table["source"], policy, zones, _actions(table)))
     return cameras
 
 
@@ -240,8 +250,12 @@ def _zones(camera: str, tables: Any, where: _Locator, before: int) -> list[SiteZ
                                   value=table["name"], occurrence=2))  # fmt: skip
         seen.add(table["name"])
         policy = {k: table[k] for k in POLICY_KEYS if k in table}
-        zones.append(SiteZone(table["name"], tuple(float(v) for v in table["box"]), policy))
+        zones.append(SiteZone(table["name"], tuple(float(v) for v in table["box"]), policy, _actions(table)))
     return zones
+
+
+def _actions(table: dict) -> tuple[str, ...] | None:
+    return tuple(table["actions"]) if "actions" in table else None
 
 
 class _Locator:

@@ -36,6 +36,7 @@ class Zone:
     name: str | None = None  # None: the camera's whole frame
     box: Box = (0.0, 0.0, 1.0, 1.0)
     policy: LabelPolicy | None = None  # None: the camera's policy
+    actions: tuple[str, ...] | None = None  # the actions that raise events; None: the camera's
 
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) of the zone in a frame of this size; at least one pixel each way."""
