@@ -7,6 +7,8 @@ combination of event rules (merge gap x end offset x start offset); and the moni
 wherever they rank. Prints the precision / recall / delay table and draws the trade-off as a PNG.
 
     python benchmarks/online_sweep.py ir_models/mobilenetv2-rgb-int8 data/streams-val --png sweep.png
+
+`--actions open,close` sweeps for a camera that watches only those actions (as the monitor's flag).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.model import load_model
-from vtn_edge.monitor.events import MONITOR_EVENT_RULES, EventRules
-from vtn_edge.online import load_streams, record, replay, score
+from vtn_edge.monitor.events import MONITOR_EVENT_RULES, EventRules, add_actions_flag, ignored_labels
+from vtn_edge.online import load_streams, record, replay, score, watching
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
 from vtn_edge.smoothing import MONITOR_POLICY, LabelPolicy, policy_from_flags
@@ -47,16 +49,23 @@ def main(argv: list[str] | None = None) -> int:
         help="replay only these (repeatable), e.g. to compare two on a held-out seed: "
         "mean,0.5,0.5 none,0.9,0.2,1,0.2,0.7",
     )  # fmt: skip
+    add_actions_flag(parser)  # a camera that watches only these: the others leave the truth and raise nothing
     args = parser.parse_args(argv)
 
-    model = load_model(args.model)
-    streams = load_streams(args.streams, model.manifest.labels)
+    try:
+        model = load_model(args.model)
+        streams = load_streams(args.streams, model.manifest.labels)
+        background = ignored_labels(model.manifest.labels, model.manifest.background, args.actions, "--actions")
+    except VtnEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.actions:
+        streams = [watching(s, args.actions) for s in streams]
     with StreamingRecognizer(model, policy=LabelPolicy(), top_k=len(model.manifest.labels)) as rec:
         recordings = []
         for i, s in enumerate(streams):
             print(f"recording {i + 1}/{len(streams)}: {s.name}", file=sys.stderr, flush=True)
             recordings.append(record(rec, s))
-    background = model.manifest.background
 
     def run(grid) -> list[dict]:
         results = []

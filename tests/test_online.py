@@ -451,9 +451,21 @@ def test_policy_sweep_replays_label_policies_and_event_rules(tiny_stream, tmp_pa
     assert merged["end_lag_p50_s"] == pytest.approx(plain["end_lag_p50_s"] - 0.3, abs=1 / 25)  # one frame
     assert dated["start_lag_p50_s"] == pytest.approx(merged["start_lag_p50_s"] - 0.2, abs=1 / 25)
     assert dated["delay_p50_s"] == merged["delay_p50_s"]  # published at the same frame
+    # a camera that watches only the stream's action sees the same; one that watches another sees nothing
+    (action,) = {a["label"] for a in json.loads((tiny_stream / "annotations.json").read_text())["database"]
+                 ["stream_0000"]["annotations"]}  # fmt: skip
+    other = "zoom_in" if action != "zoom_in" else "open"
+    for actions, expected in ((action, (1, 1, plain["event_f1"])), (other, (0, 0, None))):
+        watched = ["--policy", "none,0.5,0", "--actions", actions, "--json", str(tmp_path / "a.json")]
+        out = subprocess.run([*sweep, *watched], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        (row,) = json.loads((tmp_path / "a.json").read_text())
+        assert (row["events"], row["predicted"], row["event_f1"]) == expected, (actions, row)
     for wrong, message in (("none,0.9,0.2,-1,0", "merge_gap must be >= 0"), ("none,0.9,0.2,1", "3 numbers")):
         bad = subprocess.run([*sweep, "--policy", wrong], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    bad = subprocess.run([*sweep, "--actions", "apear"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--actions: 'apear' is not an action" in bad.stderr and "Traceback" not in bad.stderr
     full = subprocess.run([*sweep, "--json", str(tmp_path / "all.json")], capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr
     grid = json.loads((tmp_path / "all.json").read_text())
