@@ -134,6 +134,30 @@ def test_false_events_at_annotated_nuisances_are_counted_apart():
     assert result["false_at_nuisances"] is None and "was in view" not in online_table(result)
 
 
+def test_false_events_are_sorted_by_where_they_lie():
+    stream = _stream([Span("open", 10, 12), Span("close", 30, 31.5)])
+    predicted = [
+        Span("open", 10.0, 12.1),  # matched: never a false event
+        Span("close", 29.8, 30.2),  # too early and too short for IoU 0.3, but the right action
+        Span("close", 30.3, 30.6),  # ... and a second, split-off piece of it
+        Span("fill", 10.5, 11.0),  # during an open
+        Span("fade_in", 32.5, 33.0),  # 1 s after the close ended
+        Span("rotate_cw", 33.2, 33.6),  # 1.7 s after: idle time
+        Span("zoom_in", 50, 51),  # far from any action
+    ]
+    result = score([(stream, _replay(stream, predicted))])
+    assert result["false_events"] == 6
+    assert result["false_by_kind"] == {"late_or_split": 2, "other_action": 1, "after_action": 1, "idle": 2}
+    assert (
+        "False events: 6 (2 the right action, with too little overlap (late, too long or split); 1 during an "
+        "action of another label; 1 within 1.5 s after an action ended; 2 in idle time)"
+    ) in online_table(result)
+    found = score([(stream, _replay(stream, predicted[:1]))])
+    assert found["false_by_kind"] == dict.fromkeys(found["false_by_kind"], 0) and "False events" not in online_table(
+        found
+    )
+
+
 def test_f1_interval_resamples_streams_and_pairs_two_runs():
     # one stream: nothing to resample
     assert f1_interval([StreamCounts("a", 10, 10, 8)]) is None

@@ -36,6 +36,14 @@ IOU = 0.3
 IOU_STRICT = 0.5
 BOOTSTRAP_RESAMPLES = 2000
 NUISANCE_REACH_S = 1.0  # a nuisance stays in the decoder's one-second window this long after it ends
+AFTER_ACTION_S = 1.5  # a false event that starts this soon after an action ended: that action's aftermath
+# where a false event (one that matches no annotated action) lies, in this order of precedence
+FALSE_KINDS = {
+    "late_or_split": "the right action, with too little overlap (late, too long or split)",
+    "other_action": "during an action of another label",
+    "after_action": f"within {AFTER_ACTION_S:g} s after an action ended",
+    "idle": "in idle time",
+}
 
 
 @dataclass(frozen=True)
@@ -355,6 +363,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     overall, per_class, counts = _Tally(), {}, []
     idle_s = total_s = 0.0
     frames = correct = flicker = at_nuisances = 0
+    false_by_kind = dict.fromkeys(FALSE_KINDS, 0)
     for stream, rep in streams:
         predicted = event_spans(rep.events)
         pairs, strict = match(stream.truth, predicted), match(stream.truth, predicted, IOU_STRICT)
@@ -373,6 +382,8 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
                 tally_of(stream.truth[i].label).matched_strict += 1
         unmatched = set(range(len(predicted))) - {j for _, j in pairs}
         at_nuisances += sum(_at_nuisance(predicted[j], stream.nuisances) for j in unmatched)
+        for j in unmatched:
+            false_by_kind[false_kind(predicted[j], stream.truth)] += 1
         counts.append(StreamCounts(stream.name, len(stream.truth), len(predicted), len(pairs)))
         total_s += stream.duration
         idle_s += stream.duration - sum(t.end - t.start for t in stream.truth)
@@ -386,6 +397,7 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
     result.update(
         event_f1_ci95=None if interval is None else list(interval),
         false_events=false_events,
+        false_by_kind=false_by_kind,
         false_per_hour=false_events / (idle_s / 3600) if idle_s > 0 else None,
         # of the false events, those while an annotated nuisance was in view (None: none annotated)
         false_at_nuisances=at_nuisances if any(stream.nuisances for stream, _ in streams) else None,
@@ -397,6 +409,18 @@ def score(streams: Sequence[tuple[AnnotatedStream, Replay]]) -> dict:
         per_stream=[asdict(c) for c in counts],
     )
     return result
+
+
+def false_kind(event: Span, truth: Sequence[Span]) -> str:
+    """Where an event that matched no annotated action lies (a key of FALSE_KINDS)."""
+    overlapping = [t for t in truth if t.start < event.end and event.start < t.end]
+    if any(t.label == event.label for t in overlapping):
+        return "late_or_split"
+    if overlapping:
+        return "other_action"
+    if any(0 <= event.start - t.end <= AFTER_ACTION_S for t in truth):
+        return "after_action"
+    return "idle"
 
 
 def _at_nuisance(event: Span, nuisances: Sequence[Span]) -> bool:
@@ -453,6 +477,9 @@ def online_table(result: dict) -> str:
         for label, c in r["per_class"].items()
     ]  # fmt: skip
     classes = format_table(["class", "events", "predicted", "precision", "recall", "F1", "delay p50 s"], rows)
+    if r["false_events"]:
+        kinds = "; ".join(f"{r['false_by_kind'][kind]} {what}" for kind, what in FALSE_KINDS.items())
+        head += f"\n\nFalse events: {r['false_events']} ({kinds})"
     if r.get("false_at_nuisances") is not None:
         head += (
             "\n\nFalse events while an annotated nuisance (distractor, occlusion, shake) was in view: "
