@@ -478,7 +478,7 @@ def online_table(result: dict) -> str:
     ]  # fmt: skip
     classes = format_table(["class", "events", "predicted", "precision", "recall", "F1", "delay p50 s"], rows)
     if r["false_events"]:
-        kinds = "; ".join(f"{r['false_by_kind'][kind]} {what}" for kind, what in FALSE_KINDS.items())
+        kinds = "; ".join(f"{n} {FALSE_KINDS[kind]}" for kind, n in r["false_by_kind"].items() if n)
         head += f"\n\nFalse events: {r['false_events']} ({kinds})"
     if r.get("false_at_nuisances") is not None:
         head += (
