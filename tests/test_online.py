@@ -152,6 +152,8 @@ def test_false_events_are_sorted_by_where_they_lie():
         "False events: 6 (2 the right action, with too little overlap (late, too long or split); 1 during an "
         "action of another label; 1 within 1.5 s after an action ended; 2 in idle time)"
     ) in online_table(result)
+    only_idle = score([(stream, _replay(stream, predicted[:1] + predicted[-1:]))])
+    assert "False events: 1 (1 in idle time)" in online_table(only_idle)
     found = score([(stream, _replay(stream, predicted[:1]))])
     assert found["false_by_kind"] == dict.fromkeys(found["false_by_kind"], 0) and "False events" not in online_table(
         found
