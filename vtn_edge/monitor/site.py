@@ -8,7 +8,7 @@ Credentials never go in the file: they stay in the environment (VTN_MQTT_USERNAM
     model = "ir_models/mobilenetv2-rgb-int8"
     events = "/var/lib/vtn/events.jsonl"
     snapshots = "/var/lib/vtn/snapshots"
-    threshold = 0.9                      # the default label policy (smoothing, threshold, hold)
+    threshold = 0.94                     # the default label policy (smoothing, threshold, hold)
     [mqtt]
     url = "mqtt://broker.lan:1883/site1/vtn"
     ha_discovery = true                  # or a prefix: "homeassistant"
