@@ -22,7 +22,7 @@ from pathlib import Path
 
 from vtn_edge.errors import VtnEdgeError
 from vtn_edge.model import load_model
-from vtn_edge.monitor.events import MONITOR_EVENT_RULES, EventRules, add_actions_flag, ignored_labels
+from vtn_edge.monitor.events import MONITOR_EVENT_RULES, EventRules, add_actions_flag
 from vtn_edge.online import load_streams, record, replay, score, watching
 from vtn_edge.recognizer import StreamingRecognizer
 from vtn_edge.report import format_table
@@ -54,13 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load_model(args.model)
-        streams = load_streams(args.streams, model.manifest.labels)
-        background = ignored_labels(model.manifest.labels, model.manifest.background, args.actions, "--actions")
+        streams, background = watching(load_streams(args.streams, model.manifest.labels), model.manifest, args.actions)
     except VtnEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.actions:
-        streams = [watching(s, args.actions) for s in streams]
     with StreamingRecognizer(model, policy=LabelPolicy(), top_k=len(model.manifest.labels)) as rec:
         recordings = []
         for i, s in enumerate(streams):

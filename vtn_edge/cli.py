@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vtn_edge.compile_options import add_decode_every_flag
 from vtn_edge.errors import VtnEdgeError, run_command
-from vtn_edge.monitor.events import add_actions_flag, add_event_flags, ignored_labels, rules_from_flags
+from vtn_edge.monitor.events import add_actions_flag, add_event_flags, rules_from_flags
 from vtn_edge.smoothing import add_policy_flags
 
 EDGE_ISA = "AVX2"
@@ -115,14 +115,9 @@ def _cmd_evaluate_online(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, labels=args.labels)
     manifest = model.manifest
-    streams = load_streams(args.online, manifest.labels)
+    streams, background = watching(load_streams(args.online, manifest.labels), manifest, args.actions)
     policy = policy_from_flags(args.smoothing, args.threshold, args.hold)
     rules = rules_from_flags(args)
-    # labels that raise no event: the background, and with --actions every action not listed, whose
-    # annotated events then leave the truth too (their time counts as idle, as it is for such a camera)
-    background = ignored_labels(manifest.labels, manifest.background, args.actions, "--actions")
-    if args.actions:
-        streams = [watching(stream, args.actions) for stream in streams]
     with StreamingRecognizer(
         model, options=_compile_options(args), policy=LabelPolicy(), top_k=len(manifest.labels),
         decode_every=args.decode_every,

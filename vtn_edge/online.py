@@ -27,7 +27,15 @@ import cv2
 import numpy as np
 
 from vtn_edge.errors import DataError
-from vtn_edge.monitor.events import PLAIN_EVENTS, SOURCE_ENDED, ActionEvent, EventRules, EventTracker
+from vtn_edge.metadata import Manifest
+from vtn_edge.monitor.events import (
+    PLAIN_EVENTS,
+    SOURCE_ENDED,
+    ActionEvent,
+    EventRules,
+    EventTracker,
+    ignored_labels,
+)
 from vtn_edge.smoothing import LabelPolicy, LabelStabilizer
 from vtn_edge.types import Prediction
 
@@ -121,10 +129,16 @@ def load_streams(root: str | Path, known_labels: Sequence[str]) -> list[Annotate
     return streams
 
 
-def watching(stream: AnnotatedStream, actions: Collection[str]) -> AnnotatedStream:
-    """The stream as a camera that watches only `actions` sees it: the other actions' events are
-    not in its truth (their time is idle time for it)."""
-    return replace(stream, truth=tuple(span for span in stream.truth if span.label in actions))
+def watching(
+    streams: Sequence[AnnotatedStream], manifest: Manifest, actions: Collection[str] | None
+) -> tuple[list[AnnotatedStream], frozenset[str]]:
+    """The streams as a camera that watches only `actions` (`--actions`; None: every action) sees
+    them, and the labels that raise no event there. The other actions' events leave the truth, so
+    their time is idle time for such a camera."""
+    ignore = ignored_labels(manifest.labels, manifest.background, actions, "--actions")
+    if actions is None:
+        return list(streams), ignore
+    return [replace(s, truth=tuple(span for span in s.truth if span.label in actions)) for s in streams], ignore
 
 
 def _stream(root: Path, path: Path, name: str, entry: dict, known: set[str]) -> AnnotatedStream:
